@@ -1,0 +1,151 @@
+//! Customer scenario endpoints: `GET /v1/scenarios` lists what the caller may use,
+//! `POST /v1/scenarios/{plugin}/{action}` calls a plugin with a JSON body.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{AuthenticatedCustomer, current_request_id};
+use crate::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::invocation::{self, ScenarioCall};
+use crate::runtime::Caller;
+
+/// Longest accepted action name.
+const ACTION_BYTES_MAX: usize = 64;
+/// Longest accepted `Idempotency-Key`.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// The scenario routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/scenarios", get(list))
+        .route("/v1/scenarios/{plugin}/{action}", post(call))
+}
+
+#[derive(Serialize)]
+struct ScenarioSummary<'a> {
+    id: &'a str,
+    version: &'a str,
+    name: &'a str,
+    description: &'a str,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    AuthenticatedCustomer(_customer): AuthenticatedCustomer,
+) -> impl IntoResponse {
+    let scenarios: Vec<ScenarioSummary> = state
+        .registry
+        .iter()
+        .map(|plugin| ScenarioSummary {
+            id: &plugin.manifest.id,
+            version: &plugin.manifest.version,
+            name: &plugin.manifest.name,
+            description: &plugin.manifest.description,
+        })
+        .collect();
+    Json(serde_json::json!({ "scenarios": scenarios })).into_response()
+}
+
+async fn call(
+    State(state): State<AppState>,
+    AuthenticatedCustomer(customer): AuthenticatedCustomer,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((plugin_id, action)) =
+        path.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
+    let plugin = state.registry.get(&plugin_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::PluginNotFound,
+            format!("no scenario {plugin_id:?} is available to you"),
+        )
+    })?;
+    if action.is_empty()
+        || action.len() > ACTION_BYTES_MAX
+        || !action
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(ApiError::new(
+            ErrorCode::RequestInvalid,
+            format!("action names are 1 to {ACTION_BYTES_MAX} letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let idempotency_key = idempotency_key(&headers)?;
+    let body = read_json_body(body, plugin.limits.request_bytes_max).await?;
+    let pseudonym = state.identity.pseudonym(&plugin.manifest.id, &customer.id);
+    let response = invocation::invoke(
+        &state,
+        &plugin,
+        ScenarioCall {
+            action,
+            body,
+            caller: Caller::Customer { pseudonym },
+            region: customer.region,
+            request_id: current_request_id(),
+            idempotency_key,
+        },
+    )
+    .await?;
+    Ok(([(CONTENT_TYPE, "application/json")], response).into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::RequestInvalid,
+            format!(
+                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+            ),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty()
+        || key.len() > IDEMPOTENCY_KEY_BYTES_MAX
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// Reads a body of at most `limit` bytes that must be JSON; an empty body is `null`.
+async fn read_json_body(body: Body, limit: u64) -> Result<String, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!("the request body is over this scenario's limit of {limit} bytes"),
+        )
+    };
+    let bytes = to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| too_large())?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok("null".to_owned());
+    }
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            ErrorCode::BodyInvalidJson,
+            "the request body is not UTF-8 JSON",
+        )
+    })?;
+    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        return Err(ApiError::new(
+            ErrorCode::BodyInvalidJson,
+            format!("the request body is not valid JSON: {error}"),
+        ));
+    }
+    Ok(text)
+}

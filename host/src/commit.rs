@@ -1,0 +1,157 @@
+//! The commit writer: the one task that writes invocation results to the database.
+//!
+//! Calls send it their buffered writes and audit record. It takes whatever has queued up,
+//! applies each call's writes inside its own savepoint (so one call's conflict does not undo
+//! another's), and commits the whole batch with one fsync. Under load many calls share a
+//! commit; alone, a call commits at once. A call with writes is answered only after its batch
+//! is on disk; a read-only call's audit record is queued without waiting.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{self, InvocationRecord};
+use crate::db::Db;
+use crate::error::ErrorCode;
+use crate::store::{self, ApplyError, WriteSet};
+
+/// Calls committed in one transaction at most.
+const BATCH_MAX: usize = 512;
+
+/// Commits queued before senders wait.
+const QUEUE_MAX: usize = 8192;
+
+/// Why a call's writes did not land.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CommitError {
+    /// Another call changed what this call's writes depended on.
+    #[error("another call changed {0} first; nothing was written, retry the request")]
+    Conflict(String),
+    /// The writes would pass the plugin's key limit.
+    #[error("the plugin would keep more than {0} store keys")]
+    KeyLimit(u64),
+    /// The database failed; nothing of the batch was written.
+    #[error("the database is unavailable")]
+    Unavailable,
+}
+
+impl CommitError {
+    /// The error code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CommitError::Conflict(_) => ErrorCode::StoreConflict,
+            CommitError::KeyLimit(_) => ErrorCode::PluginStoreKeyLimit,
+            CommitError::Unavailable => ErrorCode::Internal,
+        }
+    }
+}
+
+struct Commit {
+    writes: WriteSet,
+    record: InvocationRecord,
+    done: Option<oneshot::Sender<Result<(), CommitError>>>,
+}
+
+/// A handle to the commit writer.
+#[derive(Clone)]
+pub struct Committer {
+    sender: mpsc::Sender<Commit>,
+}
+
+impl Committer {
+    /// Starts the writer on `db`. It stops when every handle is dropped.
+    pub fn start(db: Db) -> Committer {
+        let (sender, receiver) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(run(db, receiver));
+        Committer { sender }
+    }
+
+    /// Commits `writes` with `record` and waits until they are on disk. The record's outcome
+    /// is replaced by the commit's error code if the writes fail.
+    pub async fn commit(
+        &self,
+        writes: WriteSet,
+        record: InvocationRecord,
+    ) -> Result<(), CommitError> {
+        let (done, answer) = oneshot::channel();
+        self.sender
+            .send(Commit {
+                writes,
+                record,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| CommitError::Unavailable)?;
+        answer.await.unwrap_or(Err(CommitError::Unavailable))
+    }
+
+    /// Queues `record` of a call that wrote nothing, without waiting for the disk.
+    pub async fn record(&self, record: InvocationRecord) {
+        let commit = Commit {
+            writes: WriteSet::default(),
+            record,
+            done: None,
+        };
+        if self.sender.send(commit).await.is_err() {
+            tracing::error!("commit writer stopped; an invocation record is lost");
+        }
+    }
+}
+
+async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
+    let mut batch = Vec::with_capacity(BATCH_MAX);
+    while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+        match write_batch(&db, &mut batch).await {
+            Ok(results) => {
+                for (commit, result) in batch.drain(..).zip(results) {
+                    if let Some(done) = commit.done {
+                        let _ = done.send(result);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, calls = batch.len(), "commit failed; the batch was rolled back");
+                for commit in batch.drain(..) {
+                    if let Some(done) = commit.done {
+                        let _ = done.send(Err(CommitError::Unavailable));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction; returns each call's result, or the database error
+/// that rolled the whole batch back.
+async fn write_batch(
+    db: &Db,
+    batch: &mut [Commit],
+) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
+    let mut transaction = db.write.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for commit in batch.iter_mut() {
+        let mut result = Ok(());
+        if !commit.writes.is_empty() {
+            let mut savepoint = sqlx::Connection::begin(&mut *transaction).await?;
+            match store::apply(&mut savepoint, &commit.writes).await {
+                Ok(()) => savepoint.commit().await?,
+                Err(ApplyError::Database(error)) => return Err(error),
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    result = Err(match error {
+                        ApplyError::Conflict { key } => {
+                            CommitError::Conflict(format!("store key {key:?}"))
+                        }
+                        ApplyError::KeyLimit(max) => CommitError::KeyLimit(max),
+                        ApplyError::Database(_) => unreachable!("returned above"),
+                    });
+                }
+            }
+        }
+        if let Err(error) = &result {
+            commit.record.outcome = error.code().as_str();
+        }
+        audit::insert(&mut transaction, &commit.record).await?;
+        results.push(result);
+    }
+    transaction.commit().await?;
+    Ok(results)
+}

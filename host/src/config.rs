@@ -1,0 +1,681 @@
+//! The host's one configuration: defaults, then a TOML file, then `LIFECIRCLE_*` environment
+//! variables, then command-line flags, validated before any port is bound.
+//!
+//! Unknown keys are errors that name the key, so a typo in a file or an environment variable
+//! stops the process instead of silently running with a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the host can be told.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory for the embedded database and the compiled-plugin cache.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory of plugin bundles loaded at start-up: one sub-directory per plugin, each with
+    /// a `plugin.toml` and its component.
+    #[serde(default = "default_plugins_dir")]
+    pub plugins_dir: PathBuf,
+    /// Database URL. Unset means the embedded SQLite file `<data_dir>/lifecircle.db`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Log filter in `tracing` syntax (`info`, `lifecircle=debug,warn`); `RUST_LOG` wins.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Customer authentication.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Limits every plugin call runs under, unless `plugin_limits` says otherwise for a plugin.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Per-plugin limits set by the bank, by plugin id. They replace `limits` for that plugin;
+    /// a plugin's own manifest may only tighten them.
+    #[serde(default)]
+    pub plugin_limits: BTreeMap<String, LimitOverrides>,
+    /// Settings of the WebAssembly engine shared by all plugins.
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// How customers prove who they are.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret that customer tokens are signed with (at least 32 bytes). Unset means a
+    /// random development secret kept in the database, which `lifecircle token` also uses.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Clock skew tolerated when checking a token's `exp`, in seconds.
+    #[serde(default = "default_token_leeway_seconds")]
+    pub token_leeway_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            token_leeway_seconds: default_token_leeway_seconds(),
+        }
+    }
+}
+
+/// The bounds of one plugin call. Each one stops a specific way a plugin (or a client) could
+/// hurt the host or other plugins; exceeding one ends the call with its own error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Instructions a call may execute (Wasmtime fuel). Bounds CPU burned by a runaway loop.
+    #[serde(default = "default_fuel_max")]
+    pub fuel_max: u64,
+    /// Wall-clock time a call may take, in milliseconds, including time blocked in the host.
+    /// Bounds how long a request can hold a connection and an instance.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Linear memory a call's instance may grow to, in bytes. Bounds memory bombs.
+    #[serde(default = "default_memory_bytes_max")]
+    pub memory_bytes_max: u64,
+    /// Elements a call's tables may hold. Bounds table-growth bombs.
+    #[serde(default = "default_table_elements_max")]
+    pub table_elements_max: u64,
+    /// Bytes of request body a client may send to the plugin. Bounds upload floods.
+    #[serde(default = "default_request_bytes_max")]
+    pub request_bytes_max: u64,
+    /// Bytes of response body the plugin may return. Bounds what one call can push to a client.
+    #[serde(default = "default_response_bytes_max")]
+    pub response_bytes_max: u64,
+    /// Calls into the host a call may make. Bounds host work a cheap guest loop can demand.
+    #[serde(default = "default_host_calls_max")]
+    pub host_calls_max: u64,
+    /// Bytes a call may write to the log. Bounds log floods.
+    #[serde(default = "default_log_bytes_max")]
+    pub log_bytes_max: u64,
+    /// Bytes of one `store` key. Bounds index bloat.
+    #[serde(default = "default_store_key_bytes_max")]
+    pub store_key_bytes_max: u64,
+    /// Bytes of one `store` value. Bounds database growth per key.
+    #[serde(default = "default_store_value_bytes_max")]
+    pub store_value_bytes_max: u64,
+    /// Keys a plugin may keep in `store` per region. Bounds database growth per plugin.
+    #[serde(default = "default_store_keys_max")]
+    pub store_keys_max: u64,
+    /// Keys one `store.list-keys` call returns at most. Bounds one host call's work.
+    #[serde(default = "default_store_list_keys_max")]
+    pub store_list_keys_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel_max: default_fuel_max(),
+            deadline_ms: default_deadline_ms(),
+            memory_bytes_max: default_memory_bytes_max(),
+            table_elements_max: default_table_elements_max(),
+            request_bytes_max: default_request_bytes_max(),
+            response_bytes_max: default_response_bytes_max(),
+            host_calls_max: default_host_calls_max(),
+            log_bytes_max: default_log_bytes_max(),
+            store_key_bytes_max: default_store_key_bytes_max(),
+            store_value_bytes_max: default_store_value_bytes_max(),
+            store_keys_max: default_store_keys_max(),
+            store_list_keys_max: default_store_list_keys_max(),
+        }
+    }
+}
+
+/// Some of [`Limits`], each optional: used for the bank's per-plugin settings and for a
+/// plugin manifest's own `[limits]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each field is the `Limits` field of the same name.
+pub struct LimitOverrides {
+    pub fuel_max: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub memory_bytes_max: Option<u64>,
+    pub table_elements_max: Option<u64>,
+    pub request_bytes_max: Option<u64>,
+    pub response_bytes_max: Option<u64>,
+    pub host_calls_max: Option<u64>,
+    pub log_bytes_max: Option<u64>,
+    pub store_key_bytes_max: Option<u64>,
+    pub store_value_bytes_max: Option<u64>,
+    pub store_keys_max: Option<u64>,
+    pub store_list_keys_max: Option<u64>,
+}
+
+/// Applies `$body` to every (name, field) pair of [`Limits`] and [`LimitOverrides`], so the
+/// list of limits is written once.
+macro_rules! for_each_limit {
+    ($macro:ident) => {
+        $macro!(
+            fuel_max,
+            deadline_ms,
+            memory_bytes_max,
+            table_elements_max,
+            request_bytes_max,
+            response_bytes_max,
+            host_calls_max,
+            log_bytes_max,
+            store_key_bytes_max,
+            store_value_bytes_max,
+            store_keys_max,
+            store_list_keys_max
+        )
+    };
+}
+
+/// A manifest asked for more than the bank allows.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "limits.{name} = {requested} is above what the host allows ({allowed}); \
+     lower it, or ask the bank to raise plugin_limits.<plugin>.{name}"
+)]
+pub struct LimitAboveHost {
+    /// The limit's name.
+    pub name: &'static str,
+    /// What the manifest asked for.
+    pub requested: u64,
+    /// What the host allows.
+    pub allowed: u64,
+}
+
+impl Limits {
+    /// These limits with the bank's per-plugin overrides applied.
+    pub fn overridden_by(mut self, overrides: &LimitOverrides) -> Limits {
+        macro_rules! apply {
+            ($($field:ident),*) => {$(
+                if let Some(value) = overrides.$field {
+                    self.$field = value;
+                }
+            )*};
+        }
+        for_each_limit!(apply);
+        self
+    }
+
+    /// These limits tightened by a plugin manifest. A manifest may lower any limit; asking
+    /// for more than the host allows is an error naming the limit.
+    pub fn tightened_by(mut self, requested: &LimitOverrides) -> Result<Limits, LimitAboveHost> {
+        macro_rules! apply {
+            ($($field:ident),*) => {$(
+                if let Some(value) = requested.$field {
+                    if value > self.$field {
+                        return Err(LimitAboveHost {
+                            name: stringify!($field),
+                            requested: value,
+                            allowed: self.$field,
+                        });
+                    }
+                    self.$field = value;
+                }
+            )*};
+        }
+        for_each_limit!(apply);
+        Ok(self)
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        macro_rules! check {
+            ($($field:ident),*) => {$(
+                if self.$field == 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "{path}.{} must be at least 1", stringify!($field)
+                    )));
+                }
+            )*};
+        }
+        for_each_limit!(check);
+        Ok(())
+    }
+}
+
+/// Settings of the WebAssembly engine, shared by all plugins.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Plugin instances that may exist at once (the pooling allocator's slots). Bounds the
+    /// host's memory; a call beyond it gets 503 `host_overloaded`.
+    #[serde(default = "default_instances_max")]
+    pub instances_max: u32,
+    /// Bytes of WebAssembly stack one call may use (engine-wide). Bounds deep recursion.
+    #[serde(default = "default_stack_bytes_max")]
+    pub stack_bytes_max: u64,
+    /// How often the engine's deadline clock ticks, in milliseconds. Deadlines are enforced to
+    /// within one tick.
+    #[serde(default = "default_epoch_tick_ms")]
+    pub epoch_tick_ms: u64,
+    /// Instructions a call runs before it yields its thread to other requests. Keeps one
+    /// busy plugin from delaying others on the same thread.
+    #[serde(default = "default_fuel_yield_interval")]
+    pub fuel_yield_interval: u64,
+    /// Bytes of linear memory each pool slot keeps resident between instances, so reusing a
+    /// slot does not fault pages in again.
+    #[serde(default = "default_memory_keep_resident_bytes")]
+    pub memory_keep_resident_bytes: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            instances_max: default_instances_max(),
+            stack_bytes_max: default_stack_bytes_max(),
+            epoch_tick_ms: default_epoch_tick_ms(),
+            fuel_yield_interval: default_fuel_yield_interval(),
+            memory_keep_resident_bytes: default_memory_keep_resident_bytes(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins/dist/reference")
+}
+fn default_log() -> String {
+    "info".to_owned()
+}
+fn default_token_leeway_seconds() -> u64 {
+    30
+}
+fn default_fuel_max() -> u64 {
+    500_000_000
+}
+fn default_deadline_ms() -> u64 {
+    2_000
+}
+fn default_memory_bytes_max() -> u64 {
+    64 << 20
+}
+fn default_table_elements_max() -> u64 {
+    20_000
+}
+fn default_request_bytes_max() -> u64 {
+    64 << 10
+}
+fn default_response_bytes_max() -> u64 {
+    1 << 20
+}
+fn default_host_calls_max() -> u64 {
+    10_000
+}
+fn default_log_bytes_max() -> u64 {
+    64 << 10
+}
+fn default_store_key_bytes_max() -> u64 {
+    512
+}
+fn default_store_value_bytes_max() -> u64 {
+    256 << 10
+}
+fn default_store_keys_max() -> u64 {
+    1_000_000
+}
+fn default_store_list_keys_max() -> u64 {
+    1_000
+}
+fn default_instances_max() -> u32 {
+    1_000
+}
+fn default_stack_bytes_max() -> u64 {
+    512 << 10
+}
+fn default_epoch_tick_ms() -> u64 {
+    5
+}
+fn default_fuel_yield_interval() -> u64 {
+    1_000_000
+}
+fn default_memory_keep_resident_bytes() -> u64 {
+    1 << 20
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file, an environment variable or a flag does not fit the schema (serde's message
+    /// names the key).
+    #[error("invalid configuration ({origin}): {message}")]
+    Parse {
+        /// Where the bad value came from.
+        origin: String,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// Values parse but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Prefix of the environment variables the host reads. `LIFECIRCLE_LIMITS__FUEL_MAX` sets
+/// `limits.fuel_max`: a double underscore separates nested keys.
+pub const ENV_PREFIX: &str = "LIFECIRCLE_";
+
+/// Environment variables with [`ENV_PREFIX`] that are not configuration (the test suite's).
+const ENV_IGNORED_PREFIX: &str = "LIFECIRCLE_TEST_";
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty table takes every default from the `serde(default = ...)` functions, so the
+        // defaults are written once.
+        Self::from_table(toml::Table::new(), "defaults").expect("the defaults are valid")
+    }
+}
+
+impl Config {
+    /// Builds the configuration from an optional file, the process environment and the
+    /// command-line overrides (already in table form, highest precedence), then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|error| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: error.message().to_owned(),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        // The file must be right on its own, so its errors name the file.
+        Self::from_table(
+            table.clone(),
+            &file.map_or("defaults".into(), |p| p.display().to_string()),
+        )?;
+        merge(&mut table, env_table(env)?);
+        Self::from_table(table.clone(), "environment")?;
+        merge(&mut table, flags);
+        let config = Self::from_table(table, "command line")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+        Config::deserialize(table).map_err(|error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: error.message().to_owned(),
+        })
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.limits.validate("limits")?;
+        for (plugin, overrides) in &self.plugin_limits {
+            self.limits
+                .overridden_by(overrides)
+                .validate(&format!("plugin_limits.{plugin}"))?;
+        }
+        if let Some(secret) = &self.auth.token_secret
+            && secret.len() < 32
+        {
+            return Err(ConfigError::Invalid(
+                "auth.token_secret must be at least 32 bytes".into(),
+            ));
+        }
+        if self.engine.instances_max == 0 || self.engine.epoch_tick_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "engine.instances_max and engine.epoch_tick_ms must be at least 1".into(),
+            ));
+        }
+        if self.engine.stack_bytes_max < 64 << 10 {
+            return Err(ConfigError::Invalid(
+                "engine.stack_bytes_max must be at least 65536".into(),
+            ));
+        }
+        if let Some(url) = &self.database_url
+            && !url.starts_with("sqlite:")
+        {
+            return Err(ConfigError::Invalid(format!(
+                "database_url {url:?}: only sqlite: URLs are supported by this version"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The limits of plugin `plugin_id` before its manifest tightens them.
+    pub fn limits_for(&self, plugin_id: &str) -> Limits {
+        match self.plugin_limits.get(plugin_id) {
+            Some(overrides) => self.limits.overridden_by(overrides),
+            None => self.limits,
+        }
+    }
+
+    /// The largest linear memory any plugin may have: the size of the engine's memory slots.
+    pub fn memory_bytes_max_any_plugin(&self) -> u64 {
+        self.plugin_limits
+            .keys()
+            .map(|plugin| self.limits_for(plugin).memory_bytes_max)
+            .chain([self.limits.memory_bytes_max])
+            .max()
+            .unwrap_or(self.limits.memory_bytes_max)
+    }
+
+    /// The largest table any plugin may have.
+    pub fn table_elements_max_any_plugin(&self) -> u64 {
+        self.plugin_limits
+            .keys()
+            .map(|plugin| self.limits_for(plugin).table_elements_max)
+            .chain([self.limits.table_elements_max])
+            .max()
+            .unwrap_or(self.limits.table_elements_max)
+    }
+
+    /// The largest request body any plugin accepts: the HTTP layer's outer body limit.
+    pub fn request_bytes_max_any_plugin(&self) -> u64 {
+        self.plugin_limits
+            .keys()
+            .map(|plugin| self.limits_for(plugin).request_bytes_max)
+            .chain([self.limits.request_bytes_max])
+            .max()
+            .unwrap_or(self.limits.request_bytes_max)
+    }
+
+    /// The SQLite database URL: `database_url`, or the file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("lifecircle.db").display()),
+        }
+    }
+}
+
+/// Turns `LIFECIRCLE_*` variables into a nested table; each value is read as a TOML value
+/// (numbers, booleans) and otherwise taken as a string.
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
+    let mut table = toml::Table::new();
+    for (name, raw) in env {
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if name.starts_with(ENV_IGNORED_PREFIX) {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Parse {
+                origin: format!("environment variable {name}"),
+                message: "empty key segment".into(),
+            });
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let mut node = &mut table;
+        let (last, parents) = path
+            .split_last()
+            .expect("split yields one segment at least");
+        for parent in parents {
+            let entry = node
+                .entry(parent.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = match entry {
+                toml::Value::Table(inner) => inner,
+                _ => {
+                    return Err(ConfigError::Parse {
+                        origin: format!("environment variable {name}"),
+                        message: format!("{parent} is not a table"),
+                    });
+                }
+            };
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(table)
+}
+
+/// Deep-merges `top` over `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_inner)), toml::Value::Table(top_inner)) => {
+                merge(base_inner, top_inner)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, env(&[]), toml::Table::new()).expect("defaults load");
+        assert_eq!(config.listen, default_listen());
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn file_then_environment_then_flags_take_precedence_in_that_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("lifecircle.toml");
+        std::fs::write(
+            &file,
+            "log = \"debug\"\n[limits]\nfuel_max = 5\ndeadline_ms = 7\n",
+        )
+        .expect("write");
+        let mut flags = toml::Table::new();
+        flags.insert("log".into(), toml::Value::String("warn".into()));
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("LIFECIRCLE_LIMITS__FUEL_MAX", "9"),
+                ("LIFECIRCLE_LOG", "trace"),
+            ]),
+            flags,
+        )
+        .expect("loads");
+        assert_eq!(config.limits.fuel_max, 9);
+        assert_eq!(config.limits.deadline_ms, 7);
+        assert_eq!(config.log, "warn");
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("lifecircle.toml");
+        std::fs::write(&file, "[limits]\nfuel_maxx = 5\n").expect("write");
+        let error = Config::load(Some(&file), env(&[]), toml::Table::new())
+            .expect_err("typo must be refused")
+            .to_string();
+        assert!(error.contains("fuel_maxx"), "{error}");
+        assert!(error.contains("lifecircle.toml"), "{error}");
+    }
+
+    #[test]
+    fn unknown_environment_variable_is_refused_with_its_name() {
+        let error = Config::load(None, env(&[("LIFECIRCLE_LISTNE", "x")]), toml::Table::new())
+            .expect_err("typo must be refused")
+            .to_string();
+        assert!(error.contains("listne"), "{error}");
+        assert!(error.contains("environment"), "{error}");
+    }
+
+    #[test]
+    fn test_suite_variables_are_not_configuration() {
+        Config::load(
+            None,
+            env(&[("LIFECIRCLE_TEST_POSTGRES_URL", "postgres://x")]),
+            toml::Table::new(),
+        )
+        .expect("ignored");
+    }
+
+    #[test]
+    fn zero_limit_is_refused() {
+        let error = Config::load(
+            None,
+            env(&[("LIFECIRCLE_LIMITS__FUEL_MAX", "0")]),
+            toml::Table::new(),
+        )
+        .expect_err("zero fuel is refused")
+        .to_string();
+        assert!(error.contains("limits.fuel_max"), "{error}");
+    }
+
+    #[test]
+    fn manifest_may_tighten_but_not_raise_a_limit() {
+        let host = Limits::default();
+        let tighter = LimitOverrides {
+            fuel_max: Some(10),
+            ..LimitOverrides::default()
+        };
+        assert_eq!(host.tightened_by(&tighter).expect("tighter").fuel_max, 10);
+        let looser = LimitOverrides {
+            deadline_ms: Some(host.deadline_ms + 1),
+            ..LimitOverrides::default()
+        };
+        let error = host.tightened_by(&looser).expect_err("looser is refused");
+        assert_eq!(error.name, "deadline_ms");
+    }
+
+    #[test]
+    fn bank_override_replaces_the_default_for_one_plugin() {
+        let mut config = Config::default();
+        config.plugin_limits.insert(
+            "lottery".into(),
+            LimitOverrides {
+                memory_bytes_max: Some(128 << 20),
+                ..LimitOverrides::default()
+            },
+        );
+        assert_eq!(config.limits_for("lottery").memory_bytes_max, 128 << 20);
+        assert_eq!(config.limits_for("other"), config.limits);
+        assert_eq!(config.memory_bytes_max_any_plugin(), 128 << 20);
+    }
+}

@@ -1,0 +1,184 @@
+//! One scenario call end to end: run the plugin, commit its writes with its audit record,
+//! count it in the metrics, and turn the outcome into an answer.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::audit::InvocationRecord;
+use crate::error::{ApiError, ErrorCode};
+use crate::registry::Plugin;
+use crate::runtime::{CallError, CallInput, Caller};
+use crate::store::{CallStore, Scope, StoreLimits};
+
+/// A scenario call to make.
+pub struct ScenarioCall {
+    /// The action.
+    pub action: String,
+    /// The JSON body.
+    pub body: String,
+    /// The bank's id of the caller (customer number), never shown to the plugin.
+    pub caller: Caller,
+    /// The region the call runs in.
+    pub region: String,
+    /// The request id.
+    pub request_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// Runs `call` on `plugin` and returns the plugin's JSON response.
+pub async fn invoke(
+    state: &AppState,
+    plugin: &Arc<Plugin>,
+    call: ScenarioCall,
+) -> Result<String, ApiError> {
+    let limits = plugin.limits;
+    if call.body.len() as u64 > limits.request_bytes_max {
+        return Err(ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!(
+                "the request body is {} bytes; this scenario accepts at most {}",
+                call.body.len(),
+                limits.request_bytes_max
+            ),
+        ));
+    }
+    let (input, mut record) = prepare(state, plugin, call);
+    let output = state.runtime.call(&plugin.compiled, input).await;
+    record.fuel_consumed = output.fuel_consumed;
+    record.duration_us = output.elapsed.as_micros() as u64;
+
+    let result = match output.result {
+        Ok(body) if output.writes.is_empty() => {
+            state.committer.record(record).await;
+            Ok(body)
+        }
+        Ok(body) => match state.committer.commit(output.writes, record).await {
+            Ok(()) => Ok(body),
+            Err(error) => Err(ApiError::new(error.code(), error.to_string())),
+        },
+        Err(error) => {
+            record.outcome = error.code().as_str();
+            state.committer.record(record).await;
+            Err(call_error(error, &plugin.manifest.id))
+        }
+    };
+    if let Some(metrics) = state.metrics.plugin(&plugin.manifest.id) {
+        let outcome = result.as_ref().err().map(ApiError::code);
+        metrics.record(outcome, output.elapsed, output.fuel_consumed);
+    }
+    result
+}
+
+/// Everything a call needs, and its audit record so far.
+pub fn prepare(
+    state: &AppState,
+    plugin: &Arc<Plugin>,
+    call: ScenarioCall,
+) -> (CallInput, InvocationRecord) {
+    let limits = plugin.limits;
+    let now = SystemTime::now();
+    let seed = derive_seed(&state.seed_key, &call.request_id);
+    let scope = Arc::new(Scope {
+        plugin_id: plugin.manifest.id.clone(),
+        region: call.region.clone(),
+    });
+    let store = CallStore::new(
+        state.db.read.clone(),
+        scope,
+        StoreLimits {
+            key_bytes_max: limits.store_key_bytes_max,
+            value_bytes_max: limits.store_value_bytes_max,
+            keys_max: limits.store_keys_max,
+            list_keys_max: limits.store_list_keys_max,
+        },
+    );
+    let (caller_kind, caller_name) = match &call.caller {
+        Caller::Customer { pseudonym } => ("customer", pseudonym.clone()),
+        Caller::Partner { partner_id } => ("partner", partner_id.clone()),
+        Caller::Scheduler => ("scheduler", String::new()),
+    };
+    let record = InvocationRecord {
+        id: call.request_id.clone(),
+        started_at_ms: now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64,
+        plugin_id: plugin.manifest.id.clone(),
+        plugin_version: plugin.manifest.version.clone(),
+        plugin_digest: plugin.digest.clone(),
+        config_digest: plugin.config_digest.clone(),
+        region: call.region.clone(),
+        caller_kind,
+        caller: caller_name,
+        action: call.action.clone(),
+        input_digest: hex::encode(Sha256::digest(call.body.as_bytes())),
+        outcome: "ok",
+        fuel_consumed: 0,
+        duration_us: 0,
+        seed: hex::encode(seed),
+    };
+    let input = CallInput {
+        action: call.action,
+        body: call.body,
+        caller: call.caller,
+        region: call.region,
+        request_id: call.request_id,
+        idempotency_key: call.idempotency_key,
+        now,
+        seed,
+        store,
+        config: plugin.config.clone(),
+        limits,
+        plugin_id: plugin.id.clone(),
+    };
+    (input, record)
+}
+
+/// The seed of a call's `random` interface: HMAC-SHA256 of the request id under the host's
+/// seed key, so it cannot be predicted from outside and is recorded for replay.
+fn derive_seed(key: &[u8], request_id: &str) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(request_id.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn call_error(error: CallError, plugin_id: &str) -> ApiError {
+    match error {
+        CallError::Scenario {
+            code,
+            scenario_code,
+            message,
+        } => {
+            let api = ApiError::new(code, message);
+            match scenario_code {
+                Some(scenario_code) => api.with_scenario_code(scenario_code),
+                None => api,
+            }
+        }
+        CallError::Limit { code, message } => {
+            tracing::warn!(plugin = plugin_id, code = code.as_str(), "{message}");
+            ApiError::new(code, message)
+        }
+        CallError::Trapped(detail) => {
+            tracing::warn!(plugin = plugin_id, %detail, "plugin trapped");
+            ApiError::new(
+                ErrorCode::PluginTrapped,
+                "the scenario failed while handling this request; nothing it did was kept",
+            )
+        }
+        CallError::ResponseInvalid => ApiError::new(
+            ErrorCode::PluginResponseInvalid,
+            "the scenario returned a response that is not JSON",
+        ),
+        CallError::Overloaded => ApiError::new(
+            ErrorCode::HostOverloaded,
+            "the host is at its limit of concurrent scenario calls; retry shortly",
+        ),
+        CallError::Host(detail) => ApiError::internal(detail),
+    }
+}

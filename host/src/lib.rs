@@ -1,0 +1,177 @@
+//! Lifecircle: a WebAssembly plugin host that runs a bank's partners' life-scenario plugins
+//! (bill payments, coupons, lotteries, points) for mobile banking.
+//!
+//! [`build`] turns a [`Config`] into the running services ([`AppState`]): database, engine,
+//! plugins, commit writer. [`app`] is the HTTP router over them and [`serve`] runs it on a
+//! listener until a shutdown signal; [`run`] does all three.
+
+pub mod api;
+pub mod audit;
+pub mod bench;
+pub mod commit;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod invocation;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Everything a request handler can reach.
+pub type AppState = Arc<Services>;
+
+/// The host's running services.
+pub struct Services {
+    /// The configuration the host started with.
+    pub config: Config,
+    /// The database.
+    pub db: db::Db,
+    /// The WebAssembly engine.
+    pub runtime: Arc<runtime::Runtime>,
+    /// The loaded plugins.
+    pub registry: registry::Registry,
+    /// Customer tokens and pseudonyms.
+    pub identity: identity::Identity,
+    /// The commit writer.
+    pub committer: commit::Committer,
+    /// Invocation metrics.
+    pub metrics: metrics::Metrics,
+    /// Key that call seeds are derived with.
+    pub seed_key: Vec<u8>,
+    /// Whether the token secret is the generated development secret.
+    pub development_secret: bool,
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The database cannot be opened or migrated.
+    #[error("database {url}: {source}")]
+    Database {
+        /// The database URL.
+        url: String,
+        /// What went wrong.
+        source: sqlx::Error,
+    },
+    /// The engine cannot be created.
+    #[error("cannot create the WebAssembly engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// A plugin bundle is bad.
+    #[error(transparent)]
+    Plugins(#[from] registry::RegistryError),
+}
+
+/// Opens the database and returns the identity service (used by `lifecircle token` too).
+pub async fn open_identity(
+    config: &Config,
+) -> Result<(db::Db, identity::Identity, bool), StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let url = config.database_url();
+    let database_error = |source| StartError::Database {
+        url: url.clone(),
+        source,
+    };
+    let db = db::Db::open(&url).await.map_err(database_error)?;
+    let (token_secret, development) = match &config.auth.token_secret {
+        Some(secret) => (secret.as_bytes().to_vec(), false),
+        None => (db.secret("token").await.map_err(database_error)?, true),
+    };
+    let pseudonym_key = db.secret("pseudonym").await.map_err(database_error)?;
+    let identity = identity::Identity::new(
+        &token_secret,
+        &pseudonym_key,
+        config.auth.token_leeway_seconds,
+    );
+    Ok((db, identity, development))
+}
+
+/// Starts every service the configuration describes.
+pub async fn build(config: Config) -> Result<AppState, StartError> {
+    let (db, identity, development_secret) = open_identity(&config).await?;
+    let seed_key = db
+        .secret("seed")
+        .await
+        .map_err(|source| StartError::Database {
+            url: config.database_url(),
+            source,
+        })?;
+    let runtime = Arc::new(
+        runtime::Runtime::new(
+            &config.engine,
+            config.memory_bytes_max_any_plugin(),
+            config.table_elements_max_any_plugin(),
+            config.data_dir.join("cache"),
+        )
+        .map_err(StartError::Engine)?,
+    );
+    // Compiling is CPU work; keep it off the async threads.
+    let registry = {
+        let runtime = runtime.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            registry::Registry::load_dir(&runtime, &config, &config.plugins_dir)
+        })
+        .await
+        .expect("plugin loading does not panic")?
+    };
+    let metrics = metrics::Metrics::new(registry.iter().map(|p| p.manifest.id.as_str()));
+    let committer = commit::Committer::start(db.clone());
+    Ok(Arc::new(Services {
+        config,
+        db,
+        runtime,
+        registry,
+        identity,
+        committer,
+        metrics,
+        seed_key,
+        development_secret,
+    }))
+}
+
+/// The HTTP router over `state`.
+pub fn app(state: AppState) -> axum::Router {
+    api::router(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    state: AppState,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Builds the services from `config` and serves them on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    config: Config,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let state = build(config).await?;
+    serve(listener, shutdown, state).await?;
+    Ok(())
+}

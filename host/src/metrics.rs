@@ -1,0 +1,168 @@
+//! Prometheus metrics of plugin invocations: counts by outcome, a latency histogram and fuel,
+//! per plugin. Counters are atomics, so recording costs no lock on the request path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::ErrorCode;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One plugin's counters.
+pub struct PluginMetrics {
+    /// Index 0 is `ok`, index `i + 1` is `ErrorCode::ALL[i]`.
+    outcomes: [AtomicU64; ErrorCode::ALL.len() + 1],
+    /// Cumulative counts per bucket (the last one is +Inf).
+    buckets: [AtomicU64; BUCKETS_SECONDS.len() + 1],
+    duration_micros_total: AtomicU64,
+    fuel_total: AtomicU64,
+}
+
+impl PluginMetrics {
+    fn new() -> Self {
+        Self {
+            outcomes: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            duration_micros_total: AtomicU64::new(0),
+            fuel_total: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one invocation.
+    pub fn record(&self, outcome: Option<ErrorCode>, elapsed: Duration, fuel: u64) {
+        let index = match outcome {
+            None => 0,
+            Some(code) => 1 + ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0),
+        };
+        self.outcomes[index].fetch_add(1, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS_SECONDS
+            .iter()
+            .position(|upper| seconds <= *upper)
+            .unwrap_or(BUCKETS_SECONDS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.duration_micros_total
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.fuel_total.fetch_add(fuel, Ordering::Relaxed);
+    }
+}
+
+/// All plugins' metrics.
+#[derive(Default)]
+pub struct Metrics {
+    plugins: BTreeMap<String, Arc<PluginMetrics>>,
+}
+
+impl Metrics {
+    /// Metrics for these plugin ids.
+    pub fn new<'a>(plugin_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            plugins: plugin_ids
+                .into_iter()
+                .map(|id| (id.to_owned(), Arc::new(PluginMetrics::new())))
+                .collect(),
+        }
+    }
+
+    /// The counters of `plugin_id`.
+    pub fn plugin(&self, plugin_id: &str) -> Option<&Arc<PluginMetrics>> {
+        self.plugins.get(plugin_id)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP lifecircle_invocations_total Plugin invocations by outcome.\n");
+        out.push_str("# TYPE lifecircle_invocations_total counter\n");
+        for (plugin, metrics) in &self.plugins {
+            for (index, count) in metrics.outcomes.iter().enumerate() {
+                let count = count.load(Ordering::Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let outcome = if index == 0 {
+                    "ok"
+                } else {
+                    ErrorCode::ALL[index - 1].as_str()
+                };
+                let _ = writeln!(
+                    out,
+                    "lifecircle_invocations_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP lifecircle_invocation_duration_seconds Plugin invocation latency, instantiation included.\n");
+        out.push_str("# TYPE lifecircle_invocation_duration_seconds histogram\n");
+        for (plugin, metrics) in &self.plugins {
+            let mut cumulative = 0;
+            for (index, count) in metrics.buckets.iter().enumerate() {
+                cumulative += count.load(Ordering::Relaxed);
+                let upper = BUCKETS_SECONDS
+                    .get(index)
+                    .map_or("+Inf".to_owned(), |u| u.to_string());
+                let _ = writeln!(
+                    out,
+                    "lifecircle_invocation_duration_seconds_bucket{{plugin=\"{plugin}\",le=\"{upper}\"}} {cumulative}"
+                );
+            }
+            let sum = metrics.duration_micros_total.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "lifecircle_invocation_duration_seconds_sum{{plugin=\"{plugin}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "lifecircle_invocation_duration_seconds_count{{plugin=\"{plugin}\"}} {cumulative}"
+            );
+        }
+        out.push_str("# HELP lifecircle_fuel_consumed_total Fuel (instructions) consumed by plugin invocations.\n");
+        out.push_str("# TYPE lifecircle_fuel_consumed_total counter\n");
+        for (plugin, metrics) in &self.plugins {
+            let fuel = metrics.fuel_total.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "lifecircle_fuel_consumed_total{{plugin=\"{plugin}\"}} {fuel}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_counts_outcomes_and_fills_buckets_cumulatively() {
+        let metrics = Metrics::new(["hello"]);
+        let hello = metrics.plugin("hello").expect("registered");
+        hello.record(None, Duration::from_micros(50), 100);
+        hello.record(
+            Some(ErrorCode::PluginFuelExhausted),
+            Duration::from_millis(700),
+            900,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("lifecircle_invocations_total{plugin=\"hello\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("outcome=\"plugin_fuel_exhausted\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"0.0001\"} 1"), "{text}");
+        assert!(text.contains("le=\"1\"} 2"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(
+            text.contains("lifecircle_fuel_consumed_total{plugin=\"hello\"} 1000"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The one place the WIT contract in `wit/` becomes Rust: the host side of `world scenario`.
+//!
+//! `store` is async because it reads the database; every import is trappable because each
+//! counts against a limit that stops the call.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "scenario",
+    imports: {
+        "lifecircle:scenario/store": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+});

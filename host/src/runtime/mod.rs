@@ -1,0 +1,603 @@
+//! The only code that touches Wasmtime: the engine and its pooling allocator, compiling and
+//! checking plugin components, and running one call in a fresh, bounded instance.
+//!
+//! Every call gets a new `Store` and a new instance from a pre-linked `InstancePre`; nothing
+//! survives from one call to the next except what the plugin committed to `store`. A call is
+//! bounded by fuel (instructions), an epoch deadline plus an outer timer (wall-clock time,
+//! including time blocked in the host), a resource limiter (memory, tables), a call hook
+//! (host calls) and the host interfaces' own limits (log bytes, store sizes).
+
+mod bindings;
+mod cache;
+pub mod clock;
+pub mod limits;
+pub mod log;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::audit::Draws;
+use crate::config::{EngineConfig, Limits};
+use crate::error::ErrorCode;
+use crate::registry::CallConfig;
+use crate::store::{CallStore, WriteSet};
+use bindings::lifecircle::scenario::types as wit;
+pub use limits::LimitExceeded;
+
+/// The generated host traits of each WIT interface, for the modules that implement them.
+pub(crate) use bindings::lifecircle::scenario as interfaces;
+
+/// The package whose interfaces a plugin may import, by short name.
+const PACKAGE: &str = "lifecircle:scenario";
+
+/// The host capabilities a manifest may request, by short interface name.
+pub const CAPABILITIES: &[&str] = &["store", "config", "random", "clock", "log"];
+
+/// WASI interfaces every plugin may import without asking: what a Rust (or other) standard
+/// library links against. They are inert here: no files are preopened, no environment or
+/// arguments are set, stdout and stderr go to a small buffer, the wall clock reads the call's
+/// fixed time, and sockets and HTTP are not among them.
+const WASI_ALLOWED: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// Bytes of a plugin's stdout and stderr kept for the log (a panic message lands there).
+const STDIO_CAPTURE_BYTES: usize = 4096;
+
+/// The engine shared by every plugin, and the linker with every host interface.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: cache::ArtifactCache,
+    settings: EngineConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a valid component for this engine.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(wasmtime::Error),
+    /// The component imports an interface its manifest did not request.
+    #[error(
+        "imports `{import}`, which its manifest does not request; \
+         add \"{capability}\" to [capabilities] interfaces in plugin.toml"
+    )]
+    Undeclared {
+        /// The full import name.
+        import: String,
+        /// The capability to request.
+        capability: String,
+    },
+    /// The component imports something this host does not offer at all.
+    #[error("imports `{0}`, which this host does not provide (host offers {PACKAGE}@0.1.0: {caps})", caps = CAPABILITIES.join(", "))]
+    Unsupported(String),
+    /// The component does not export the `handler` this host calls.
+    #[error("does not target world `scenario` of {PACKAGE}@0.1.0: {0:#}")]
+    NotAScenario(wasmtime::Error),
+}
+
+/// A plugin component compiled, checked and pre-linked: instantiating it is cheap.
+pub struct CompiledPlugin {
+    pre: bindings::ScenarioPre<CallState>,
+}
+
+/// Who made a call, as the plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A customer, known to the plugin only by its per-plugin pseudonym.
+    Customer {
+        /// The per-plugin pseudonym.
+        pseudonym: String,
+    },
+    /// A partner system.
+    Partner {
+        /// The partner's id.
+        partner_id: String,
+    },
+    /// The host's scheduler.
+    Scheduler,
+}
+
+/// One call to run.
+pub struct CallInput {
+    /// The action name.
+    pub action: String,
+    /// The JSON request body.
+    pub body: String,
+    /// Who is calling.
+    pub caller: Caller,
+    /// The region the call runs in.
+    pub region: String,
+    /// The request id.
+    pub request_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The call's fixed time.
+    pub now: SystemTime,
+    /// The seed of the call's `random` interface.
+    pub seed: [u8; 32],
+    /// The plugin's view of its `store`.
+    pub store: CallStore,
+    /// The plugin's settings for the region.
+    pub config: CallConfig,
+    /// The call's limits.
+    pub limits: Limits,
+    /// The plugin id (for log lines).
+    pub plugin_id: Arc<str>,
+}
+
+/// What a call produced.
+pub struct CallOutput {
+    /// The response body, or why there is none.
+    pub result: Result<String, CallError>,
+    /// The writes to commit if the call succeeded; empty otherwise.
+    pub writes: WriteSet,
+    /// Fuel the call consumed.
+    pub fuel_consumed: u64,
+    /// Wall-clock time of the call, instantiation included.
+    pub elapsed: Duration,
+}
+
+/// Why a call produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned a `scenario-error`.
+    #[error("{message}")]
+    Scenario {
+        /// The HTTP-level code for the error's kind.
+        code: ErrorCode,
+        /// The plugin's own code (`None` for an unknown action).
+        scenario_code: Option<String>,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The call ran into a limit.
+    #[error("{message}")]
+    Limit {
+        /// Which limit.
+        code: ErrorCode,
+        /// What happened, for the client.
+        message: String,
+    },
+    /// The plugin trapped on its own (a panic, an invalid instruction).
+    #[error("the plugin failed: {0}")]
+    Trapped(String),
+    /// The plugin's response body is not JSON.
+    #[error("the plugin returned a body that is not JSON")]
+    ResponseInvalid,
+    /// Every instance slot is in use.
+    #[error("the host is at its instance limit; retry shortly")]
+    Overloaded,
+    /// The host failed (a database error inside a host call).
+    #[error("host failure: {0}")]
+    Host(String),
+}
+
+impl CallError {
+    /// The error code of this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CallError::Scenario { code, .. } | CallError::Limit { code, .. } => *code,
+            CallError::Trapped(_) => ErrorCode::PluginTrapped,
+            CallError::ResponseInvalid => ErrorCode::PluginResponseInvalid,
+            CallError::Overloaded => ErrorCode::HostOverloaded,
+            CallError::Host(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A failure of the host inside a host call, raised as a trap so the call stops.
+#[derive(Debug, thiserror::Error)]
+#[error("host failure: {0}")]
+pub struct HostFailure(pub String);
+
+/// Everything one call's instance can reach: its store data.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: limits::CallLimiter,
+    host_calls: u64,
+    host_calls_max: u64,
+    store: CallStore,
+    config: CallConfig,
+    random: Draws,
+    clock: clock::CallClock,
+    log: log::CallLog,
+}
+
+// `types` declares only types; there is nothing to implement.
+impl interfaces::types::Host for CallState {}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker. `memory_bytes_max` and `table_elements_max` size the
+    /// pool's slots: the largest any plugin may be given.
+    pub fn new(
+        settings: &EngineConfig,
+        memory_bytes_max: u64,
+        table_elements_max: u64,
+        cache_dir: std::path::PathBuf,
+    ) -> wasmtime::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(settings.instances_max)
+            .total_core_instances(settings.instances_max.saturating_mul(4))
+            .total_memories(settings.instances_max.saturating_mul(2))
+            .total_tables(settings.instances_max.saturating_mul(2))
+            .total_stacks(settings.instances_max)
+            .max_memories_per_component(2)
+            .max_tables_per_component(4)
+            .max_core_instances_per_component(32)
+            .max_memory_size(usize::try_from(memory_bytes_max).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(table_elements_max).unwrap_or(usize::MAX))
+            // Keeping a slot's first pages resident makes reusing it nearly free; without
+            // this, two threads contend on page faults and scale worse than one.
+            .linear_memory_keep_resident(settings.memory_keep_resident_bytes as usize)
+            .table_keep_resident(64 << 10);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // No plugin exports async functions; leaving concurrency support on costs every
+            // call the setup of data structures it never uses.
+            .concurrency_support(false)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .max_wasm_stack(settings.stack_bytes_max as usize)
+            .async_stack_size(settings.stack_bytes_max as usize + (256 << 10))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::<CallState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::lifecircle::scenario::types::add_to_linker::<_, HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )?;
+        bindings::lifecircle::scenario::store::add_to_linker::<_, HasSelf<CallStore>>(
+            &mut linker,
+            |state| &mut state.store,
+        )?;
+        bindings::lifecircle::scenario::config::add_to_linker::<_, HasSelf<CallConfig>>(
+            &mut linker,
+            |state| &mut state.config,
+        )?;
+        bindings::lifecircle::scenario::random::add_to_linker::<_, HasSelf<Draws>>(
+            &mut linker,
+            |state| &mut state.random,
+        )?;
+        bindings::lifecircle::scenario::clock::add_to_linker::<_, HasSelf<clock::CallClock>>(
+            &mut linker,
+            |state| &mut state.clock,
+        )?;
+        bindings::lifecircle::scenario::log::add_to_linker::<_, HasSelf<log::CallLog>>(
+            &mut linker,
+            |state| &mut state.log,
+        )?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(
+            engine.clone(),
+            Duration::from_millis(settings.epoch_tick_ms),
+            ticker_stop.clone(),
+        );
+        let cache = cache::ArtifactCache::new(cache_dir, &engine);
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            settings: settings.clone(),
+            ticker_stop,
+        })
+    }
+
+    /// Compiles (or loads from the cache) a component, checks its imports against the
+    /// capabilities its manifest requests, and pre-links it.
+    pub fn compile(
+        &self,
+        digest: &str,
+        wasm: &[u8],
+        requested: &[String],
+    ) -> Result<CompiledPlugin, LoadError> {
+        let component = self
+            .cache
+            .component(&self.engine, digest, wasm)
+            .map_err(LoadError::Compile)?;
+        self.check_imports(&component, requested)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|error| LoadError::Unsupported(format!("{error:#}")))?;
+        let pre = bindings::ScenarioPre::new(instance_pre).map_err(LoadError::NotAScenario)?;
+        Ok(CompiledPlugin { pre })
+    }
+
+    fn check_imports(&self, component: &Component, requested: &[String]) -> Result<(), LoadError> {
+        for (name, item) in component.component_type().imports(&self.engine) {
+            if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+                return Err(LoadError::Unsupported(name.to_owned()));
+            }
+            // `wasi:cli/stdout@0.2.3` → `wasi:cli/stdout`
+            let unversioned = name.split('@').next().unwrap_or(name);
+            if WASI_ALLOWED.contains(&unversioned) {
+                continue;
+            }
+            let Some(interface) = unversioned
+                .strip_prefix(PACKAGE)
+                .and_then(|rest| rest.strip_prefix('/'))
+            else {
+                return Err(LoadError::Unsupported(name.to_owned()));
+            };
+            if interface == "types" {
+                continue;
+            }
+            if !CAPABILITIES.contains(&interface) {
+                return Err(LoadError::Unsupported(name.to_owned()));
+            }
+            if !requested.iter().any(|r| r == interface) {
+                return Err(LoadError::Undeclared {
+                    import: name.to_owned(),
+                    capability: interface.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one call in a fresh instance, within `input.limits`.
+    pub async fn call(&self, plugin: &CompiledPlugin, input: CallInput) -> CallOutput {
+        let started = Instant::now();
+        let limits = input.limits;
+        let deadline = Duration::from_millis(limits.deadline_ms);
+        let stdio = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
+        let since_epoch = input
+            .now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let wasi = WasiCtx::builder()
+            .stdout(stdio.clone())
+            .stderr(stdio.clone())
+            .wall_clock(clock::FixedWallClock(since_epoch))
+            .build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: limits::CallLimiter {
+                memory_bytes_max: limits.memory_bytes_max,
+                table_elements_max: limits.table_elements_max,
+            },
+            host_calls: 0,
+            host_calls_max: limits.host_calls_max,
+            store: input.store,
+            config: input.config,
+            random: Draws::new(input.seed),
+            clock: clock::CallClock(since_epoch),
+            log: log::CallLog::new(
+                input.plugin_id,
+                input.request_id.clone(),
+                limits.log_bytes_max,
+            ),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.call_hook(|mut context, hook| {
+            if matches!(hook, CallHook::CallingHost) {
+                let state = context.data_mut();
+                state.host_calls += 1;
+                if state.host_calls > state.host_calls_max {
+                    return Err(LimitExceeded::HostCalls(state.host_calls_max).into());
+                }
+            }
+            Ok(())
+        });
+        // Fuel cannot fail to be set when fuel is enabled, which `new` does.
+        let _ = store.set_fuel(limits.fuel_max);
+        let _ = store.fuel_async_yield_interval(Some(self.settings.fuel_yield_interval));
+        // The epoch deadline traps a plugin that computes past its time; the outer timeout
+        // below also covers time blocked inside host calls, where epochs are not checked.
+        let ticks = limits.deadline_ms.div_ceil(self.settings.epoch_tick_ms) + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let request = wit::Request {
+            action: input.action,
+            body: input.body,
+            caller: match input.caller {
+                Caller::Customer { pseudonym } => {
+                    wit::Caller::Customer(wit::Customer { pseudonym })
+                }
+                Caller::Partner { partner_id } => wit::Caller::Partner(wit::Partner { partner_id }),
+                Caller::Scheduler => wit::Caller::Scheduler,
+            },
+            region: input.region,
+            request_id: input.request_id,
+            idempotency_key: input.idempotency_key,
+        };
+
+        let outcome = tokio::time::timeout(deadline, async {
+            let scenario = plugin.pre.instantiate_async(&mut store).await?;
+            scenario
+                .lifecircle_scenario_handler()
+                .call_handle(&mut store, &request)
+                .await
+        })
+        .await;
+
+        let (result, writes) = match outcome {
+            Err(_elapsed) => (Err(deadline_error(limits.deadline_ms)), WriteSet::default()),
+            Ok(Err(error)) => {
+                let error = classify(error, &limits);
+                if matches!(error, CallError::Trapped(_)) {
+                    let output = stdio.contents();
+                    if !output.is_empty() {
+                        tracing::warn!(output = %String::from_utf8_lossy(&output), "plugin output before it trapped");
+                    }
+                }
+                (Err(error), WriteSet::default())
+            }
+            Ok(Ok(Err(rejection))) => (Err(scenario_error(rejection)), WriteSet::default()),
+            Ok(Ok(Ok(response))) => match check_response(response.body, &limits) {
+                Ok(body) => {
+                    let writes = std::mem::take(&mut store.data_mut().store).into_writes();
+                    (Ok(body), writes)
+                }
+                Err(error) => (Err(error), WriteSet::default()),
+            },
+        };
+        let fuel_consumed = limits
+            .fuel_max
+            .saturating_sub(store.get_fuel().unwrap_or(0));
+        CallOutput {
+            result,
+            writes,
+            fuel_consumed,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Advances the engine's epoch every `tick` until `stop` is set.
+fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("lifecircle-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                engine.increment_epoch();
+            }
+        })
+        .expect("the epoch thread starts");
+}
+
+fn deadline_error(deadline_ms: u64) -> CallError {
+    CallError::Limit {
+        code: ErrorCode::PluginDeadlineExceeded,
+        message: format!("the plugin did not finish within its deadline of {deadline_ms} ms"),
+    }
+}
+
+/// Turns an error out of instantiation or the call into what went wrong.
+fn classify(error: wasmtime::Error, limits: &Limits) -> CallError {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        let code = match limit {
+            LimitExceeded::Memory(_) => ErrorCode::PluginMemoryLimit,
+            LimitExceeded::Table(_) => ErrorCode::PluginTableLimit,
+            LimitExceeded::HostCalls(_) => ErrorCode::PluginHostCallLimit,
+            LimitExceeded::LogBytes(_) => ErrorCode::PluginLogLimit,
+            LimitExceeded::StoreKeys(_) => ErrorCode::PluginStoreKeyLimit,
+            LimitExceeded::StoreKeyBytes(_) => ErrorCode::PluginStoreKeyTooLarge,
+            LimitExceeded::StoreValueBytes(_) => ErrorCode::PluginStoreValueTooLarge,
+            LimitExceeded::RandomBelowZero => return CallError::Trapped(limit.to_string()),
+        };
+        return CallError::Limit {
+            code,
+            message: format!("the plugin was stopped: {limit}"),
+        };
+    }
+    if let Some(failure) = error.downcast_ref::<HostFailure>() {
+        return CallError::Host(failure.0.clone());
+    }
+    if error
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return CallError::Overloaded;
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => CallError::Limit {
+            code: ErrorCode::PluginFuelExhausted,
+            message: format!(
+                "the plugin was stopped after {} instructions (its fuel limit)",
+                limits.fuel_max
+            ),
+        },
+        Some(Trap::Interrupt) => deadline_error(limits.deadline_ms),
+        Some(Trap::StackOverflow) => CallError::Limit {
+            code: ErrorCode::PluginStackOverflow,
+            message: "the plugin recursed past its stack limit".into(),
+        },
+        Some(trap) => CallError::Trapped(trap.to_string()),
+        None => CallError::Trapped(format!("{error:#}")),
+    }
+}
+
+fn scenario_error(rejection: wit::ScenarioError) -> CallError {
+    let (code, detail) = match rejection {
+        wit::ScenarioError::InvalidInput(detail) => (ErrorCode::ScenarioInvalidInput, Some(detail)),
+        wit::ScenarioError::Refused(detail) => (ErrorCode::ScenarioRefused, Some(detail)),
+        wit::ScenarioError::Conflict(detail) => (ErrorCode::ScenarioConflict, Some(detail)),
+        wit::ScenarioError::UnknownAction => (ErrorCode::ScenarioActionUnknown, None),
+    };
+    match detail {
+        Some(detail) => CallError::Scenario {
+            code,
+            scenario_code: Some(detail.code),
+            message: detail.message,
+        },
+        None => CallError::Scenario {
+            code,
+            scenario_code: None,
+            message: "the plugin has no such action".into(),
+        },
+    }
+}
+
+fn check_response(body: String, limits: &Limits) -> Result<String, CallError> {
+    if body.len() as u64 > limits.response_bytes_max {
+        return Err(CallError::Limit {
+            code: ErrorCode::PluginResponseTooLarge,
+            message: format!(
+                "the plugin's response of {} bytes is over its limit of {} bytes",
+                body.len(),
+                limits.response_bytes_max
+            ),
+        });
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() {
+        return Err(CallError::ResponseInvalid);
+    }
+    Ok(body)
+}

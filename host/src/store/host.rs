@@ -1,0 +1,164 @@
+//! `impl Host` of the WIT `store` interface over a call's [`CallStore`].
+
+use std::ops::Bound;
+
+use super::{CallStore, Op, db, parse_counter};
+use crate::runtime::HostFailure;
+use crate::runtime::interfaces::store::{Bounds, Host, IncrementError};
+
+impl Host for CallStore {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        self.check_key(&key)?;
+        Ok(self.current(key.as_bytes()).await?)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.check_key(&key)?;
+        self.check_value(&value)?;
+        let key = key.into_bytes();
+        self.see(key.clone(), Some(value.clone())).await?;
+        self.ops.push(Op::Put { key, value });
+        Ok(())
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        self.check_key(&key)?;
+        let key = key.into_bytes();
+        let existed = self.current(&key).await?.is_some();
+        if existed {
+            self.see(key.clone(), None).await?;
+            self.ops.push(Op::Delete { key });
+        }
+        Ok(existed)
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<String>> {
+        self.check_key(&prefix)?;
+        let limit = u64::from(limit).min(self.limits().list_keys_max) as usize;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let prefix = prefix.into_bytes();
+        // Keys strictly after `after` are the keys at or after `after` + NUL.
+        let mut from = prefix.clone();
+        if let Some(after) = after {
+            let mut after = after.into_bytes();
+            after.push(0);
+            from = from.max(after);
+        }
+        let to = prefix_end(&prefix);
+        let in_range = |key: &Vec<u8>| key.starts_with(&prefix) && *key >= from;
+        // Keys this call deleted may come back from the database; ask for that many more.
+        let deleted_here = self
+            .view
+            .iter()
+            .filter(|(key, value)| value.is_none() && in_range(key))
+            .count();
+        let (database, scope) = self.parts()?;
+        let stored = db::keys(
+            database,
+            scope,
+            &from,
+            to.as_deref(),
+            (limit + deleted_here) as i64,
+        )
+        .await
+        .map_err(|e| HostFailure(format!("store read: {e}")))?;
+        let upper = match &to {
+            Some(end) => Bound::Excluded(end.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut keys: Vec<Vec<u8>> = stored
+            .into_iter()
+            .filter(|key| !self.view.contains_key(key))
+            .chain(
+                self.view
+                    .range((Bound::Included(from.clone()), upper))
+                    .filter(|(_, value)| value.is_some())
+                    .map(|(key, _)| key.clone()),
+            )
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys
+            .into_iter()
+            .map(|key| String::from_utf8_lossy(&key).into_owned())
+            .collect())
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: i64,
+        bounds: Bounds,
+    ) -> wasmtime::Result<Result<i64, IncrementError>> {
+        self.check_key(&key)?;
+        let key = key.into_bytes();
+        let current = self.current(&key).await?;
+        let Some(value) = parse_counter(current.as_deref()) else {
+            return Ok(Err(IncrementError::NotACounter));
+        };
+        let new = match value.checked_add(delta) {
+            Some(new) if new >= bounds.min && new <= bounds.max => new,
+            _ => return Ok(Err(IncrementError::OutOfBounds(value))),
+        };
+        self.see(key.clone(), Some(new.to_string().into_bytes()))
+            .await?;
+        self.ops.push(Op::Increment {
+            key,
+            delta,
+            min: bounds.min,
+            max: bounds.max,
+        });
+        Ok(Ok(new))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> wasmtime::Result<bool> {
+        self.check_key(&key)?;
+        if let Some(value) = &new {
+            self.check_value(value)?;
+        }
+        let key = key.into_bytes();
+        if self.current(&key).await? != expected {
+            return Ok(false);
+        }
+        self.see(key.clone(), new.clone()).await?;
+        self.ops.push(Op::CompareAndSwap { key, expected, new });
+        Ok(true)
+    }
+}
+
+/// The smallest byte string greater than every string that starts with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_string_past_the_prefix() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+}

@@ -1,0 +1,411 @@
+//! The `store` interface: each plugin's own key-value data, per region, in `store_entries`.
+//!
+//! A call never writes to the database while it runs. Its writes are buffered as a list of
+//! operations and a view of the keys it touched, so its reads see its own writes; when the
+//! call returns `ok`, the commit writer replays the operations in one transaction, re-checking
+//! every `increment` bound and `compare-and-swap` expectation against what other calls
+//! committed meanwhile. A failed check fails the whole call with `store_conflict`; a trap, an
+//! error or a timeout simply drops the buffer. Nothing partial is ever visible.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::runtime::{HostFailure, LimitExceeded};
+
+mod host;
+
+/// Whose data a call works on: one plugin in one region.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The plugin id.
+    pub plugin_id: String,
+    /// The region.
+    pub region: String,
+}
+
+/// The size limits of a plugin's store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// Bytes of one key.
+    pub key_bytes_max: u64,
+    /// Bytes of one value.
+    pub value_bytes_max: u64,
+    /// Keys per plugin and region.
+    pub keys_max: u64,
+    /// Keys one `list-keys` call returns.
+    pub list_keys_max: u64,
+}
+
+/// One buffered write, replayed in order at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store a value.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Add to a counter, within bounds.
+    Increment {
+        /// The key.
+        key: Vec<u8>,
+        /// What to add.
+        delta: i64,
+        /// Smallest allowed result.
+        min: i64,
+        /// Largest allowed result.
+        max: i64,
+    },
+    /// Replace a value only if it still equals `expected`.
+    CompareAndSwap {
+        /// The key.
+        key: Vec<u8>,
+        /// The value the call saw (`None`: absent).
+        expected: Option<Vec<u8>>,
+        /// The new value (`None`: delete).
+        new: Option<Vec<u8>>,
+    },
+}
+
+/// A call's writes, ready to commit.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// Whose data.
+    pub scope: Option<Arc<Scope>>,
+    /// The operations, in the order the plugin made them.
+    pub ops: Vec<Op>,
+    /// The plugin's key limit, checked again at commit.
+    pub keys_max: u64,
+}
+
+impl WriteSet {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// One call's view of its store: the database plus its own buffered writes.
+#[derive(Default)]
+pub struct CallStore {
+    db: Option<SqlitePool>,
+    scope: Option<Arc<Scope>>,
+    limits: Option<StoreLimits>,
+    /// Every key the call has read or written, with the value it now sees (`None`: absent).
+    view: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ops: Vec<Op>,
+    /// Keys the plugin had committed when the call first needed to know.
+    keys_committed: Option<u64>,
+    /// Keys the call's writes add (negative: remove), as far as it can see.
+    keys_added: i64,
+}
+
+/// Why replaying a write set failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Another call changed what an `increment` or `compare-and-swap` depended on.
+    #[error("another call changed key {key:?} first")]
+    Conflict {
+        /// The key, lossily as text.
+        key: String,
+    },
+    /// The writes would take the plugin past its key limit.
+    #[error("more than {0} store keys")]
+    KeyLimit(u64),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl CallStore {
+    /// A view of `scope`'s data in `db`.
+    pub fn new(db: SqlitePool, scope: Arc<Scope>, limits: StoreLimits) -> Self {
+        Self {
+            db: Some(db),
+            scope: Some(scope),
+            limits: Some(limits),
+            ..Self::default()
+        }
+    }
+
+    /// The buffered writes.
+    pub fn into_writes(self) -> WriteSet {
+        WriteSet {
+            scope: self.scope,
+            ops: self.ops,
+            keys_max: self.limits.map_or(0, |l| l.keys_max),
+        }
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.limits.expect("a call's store is built with limits")
+    }
+
+    fn parts(&self) -> Result<(&SqlitePool, &Scope), HostFailure> {
+        match (&self.db, &self.scope) {
+            (Some(db), Some(scope)) => Ok((db, scope)),
+            _ => Err(HostFailure("store used without a database".into())),
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), LimitExceeded> {
+        let max = self.limits().key_bytes_max;
+        if key.len() as u64 > max {
+            return Err(LimitExceeded::StoreKeyBytes(max));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), LimitExceeded> {
+        let max = self.limits().value_bytes_max;
+        if value.len() as u64 > max {
+            return Err(LimitExceeded::StoreValueBytes(max));
+        }
+        Ok(())
+    }
+
+    /// The value the call currently sees under `key`.
+    async fn current(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, HostFailure> {
+        if let Some(value) = self.view.get(key) {
+            return Ok(value.clone());
+        }
+        let (db, scope) = self.parts()?;
+        let value = db::get(db, scope, key)
+            .await
+            .map_err(|e| HostFailure(format!("store read: {e}")))?;
+        self.view.insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    /// Records that the call now sees `new` under `key`, and counts keys it adds or removes.
+    async fn see(&mut self, key: Vec<u8>, new: Option<Vec<u8>>) -> wasmtime::Result<()> {
+        let old_present = self.current(&key).await?.is_some();
+        let new_present = new.is_some();
+        self.view.insert(key, new);
+        match (old_present, new_present) {
+            (false, true) => {
+                self.keys_added += 1;
+                let committed = match self.keys_committed {
+                    Some(count) => count,
+                    None => {
+                        let (db, scope) = self.parts()?;
+                        let count = db::key_count(db, scope)
+                            .await
+                            .map_err(|e| HostFailure(format!("store read: {e}")))?;
+                        self.keys_committed = Some(count);
+                        count
+                    }
+                };
+                let max = self.limits().keys_max;
+                if committed as i64 + self.keys_added > max as i64 {
+                    return Err(LimitExceeded::StoreKeys(max).into());
+                }
+            }
+            (true, false) => self.keys_added -= 1,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The counter in `value`, if it holds one: ASCII decimal.
+fn parse_counter(value: Option<&[u8]>) -> Option<i64> {
+    match value {
+        None => Some(0),
+        Some(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+    }
+}
+
+/// Replays `writes` on `connection`, which must be inside a transaction the caller rolls
+/// back if this fails.
+pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Result<(), ApplyError> {
+    let Some(scope) = &writes.scope else {
+        return Ok(());
+    };
+    let mut keys_added: i64 = 0;
+    for op in &writes.ops {
+        match op {
+            Op::Put { key, value } => {
+                let existed = db::get(&mut *connection, scope, key).await?.is_some();
+                db::put(&mut *connection, scope, key, value).await?;
+                keys_added += i64::from(!existed);
+            }
+            Op::Delete { key } => {
+                keys_added -= i64::from(db::delete(&mut *connection, scope, key).await?);
+            }
+            Op::Increment {
+                key,
+                delta,
+                min,
+                max,
+            } => {
+                let current = db::get(&mut *connection, scope, key).await?;
+                let conflict = || ApplyError::Conflict {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                };
+                let value = parse_counter(current.as_deref()).ok_or_else(conflict)?;
+                let new = value.checked_add(*delta).ok_or_else(conflict)?;
+                if new < *min || new > *max {
+                    return Err(conflict());
+                }
+                db::put(&mut *connection, scope, key, new.to_string().as_bytes()).await?;
+                keys_added += i64::from(current.is_none());
+            }
+            Op::CompareAndSwap { key, expected, new } => {
+                let current = db::get(&mut *connection, scope, key).await?;
+                if current != *expected {
+                    return Err(ApplyError::Conflict {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                    });
+                }
+                match new {
+                    Some(value) => db::put(&mut *connection, scope, key, value).await?,
+                    None => {
+                        db::delete(&mut *connection, scope, key).await?;
+                    }
+                }
+                keys_added += i64::from(new.is_some()) - i64::from(current.is_some());
+            }
+        }
+    }
+    if keys_added != 0 {
+        let count = db::add_key_count(&mut *connection, scope, keys_added).await?;
+        if count > writes.keys_max as i64 && keys_added > 0 {
+            return Err(ApplyError::KeyLimit(writes.keys_max));
+        }
+    }
+    Ok(())
+}
+
+mod db {
+    //! The queries behind the store.
+
+    use sqlx::{Executor, Sqlite};
+
+    use super::Scope;
+
+    pub async fn get<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT value FROM store_entries WHERE plugin_id = ? AND region = ? AND key = ?",
+        )
+        .bind(&scope.plugin_id)
+        .bind(&scope.region)
+        .bind(key)
+        .fetch_optional(executor)
+        .await
+    }
+
+    pub async fn put<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO store_entries (plugin_id, region, key, value) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(&scope.plugin_id)
+        .bind(&scope.region)
+        .bind(key)
+        .bind(value)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes `key`; returns whether it was there.
+    pub async fn delete<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+        key: &[u8],
+    ) -> Result<bool, sqlx::Error> {
+        let result =
+            sqlx::query("DELETE FROM store_entries WHERE plugin_id = ? AND region = ? AND key = ?")
+                .bind(&scope.plugin_id)
+                .bind(&scope.region)
+                .bind(key)
+                .execute(executor)
+                .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Keys in `[from, to)` (`to` = `None`: no upper bound), after `after` if given.
+    pub async fn keys<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+        from: &[u8],
+        to: Option<&[u8]>,
+        limit: i64,
+    ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT key FROM store_entries WHERE plugin_id = ? AND region = ? \
+             AND key >= ? AND (? IS NULL OR key < ?) ORDER BY key LIMIT ?",
+        )
+        .bind(&scope.plugin_id)
+        .bind(&scope.region)
+        .bind(from)
+        .bind(to)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(executor)
+        .await
+    }
+
+    pub async fn key_count<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+    ) -> Result<u64, sqlx::Error> {
+        let count: Option<i64> = sqlx::query_scalar(
+            "SELECT key_count FROM store_usage WHERE plugin_id = ? AND region = ?",
+        )
+        .bind(&scope.plugin_id)
+        .bind(&scope.region)
+        .fetch_optional(executor)
+        .await?;
+        Ok(count.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Adds `delta` to the plugin's key count and returns the new count.
+    pub async fn add_key_count<'e>(
+        executor: impl Executor<'e, Database = Sqlite>,
+        scope: &Scope,
+        delta: i64,
+    ) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "INSERT INTO store_usage (plugin_id, region, key_count) VALUES (?, ?, ?) \
+             ON CONFLICT (plugin_id, region) DO UPDATE SET key_count = key_count + excluded.key_count \
+             RETURNING key_count",
+        )
+        .bind(&scope.plugin_id)
+        .bind(&scope.region)
+        .bind(delta)
+        .fetch_one(executor)
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_ascii_decimal_and_missing_is_zero() {
+        assert_eq!(parse_counter(None), Some(0));
+        assert_eq!(parse_counter(Some(b"-42")), Some(-42));
+        assert_eq!(parse_counter(Some(b"4x")), None);
+        assert_eq!(parse_counter(Some(&[0xff])), None);
+    }
+}
