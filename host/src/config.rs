@@ -24,6 +24,10 @@ pub struct Config {
     /// a `plugin.toml` and its component.
     #[serde(default = "default_plugins_dir")]
     pub plugins_dir: PathBuf,
+    /// Directory of compiled plugins, keyed by component digest and engine settings. Unset
+    /// means `<data_dir>/cache`. Safe to share between hosts of the same version.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
     /// Database URL. Unset means the embedded SQLite file `<data_dir>/lifecircle.db`.
     #[serde(default)]
     pub database_url: Option<String>,
@@ -492,6 +496,13 @@ impl Config {
             .chain([self.limits.request_bytes_max])
             .max()
             .unwrap_or(self.limits.request_bytes_max)
+    }
+
+    /// The compiled-plugin cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
     }
 
     /// The SQLite database URL: `database_url`, or the file in the data directory.

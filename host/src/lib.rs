@@ -120,7 +120,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
             &config.engine,
             config.memory_bytes_max_any_plugin(),
             config.table_elements_max_any_plugin(),
-            config.data_dir.join("cache"),
+            config.cache_dir(),
         )
         .map_err(StartError::Engine)?,
     );

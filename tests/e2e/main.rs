@@ -1,1 +1,8 @@
-fn main() {}
+//! End-to-end tests: real hosts on 127.0.0.1:0 with temporary SQLite databases and real plugins
+//! built from `plugins/`, driven over HTTP.
+
+mod auth;
+mod errors;
+mod hello;
+mod hostile;
+mod loading;

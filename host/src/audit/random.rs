@@ -7,8 +7,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::runtime::LimitExceeded;
 use crate::runtime::interfaces::random::Host;
+use crate::runtime::{LimitExceeded, Metered};
 
 /// A call's stream of draws.
 pub struct Draws {
@@ -50,13 +50,15 @@ impl Draws {
     }
 }
 
-impl Host for Draws {
+impl Host for Metered<'_, Draws> {
     fn next_u64(&mut self) -> wasmtime::Result<u64> {
-        Ok(Draws::next_u64(self))
+        Ok(self.charge()?.next_u64())
     }
 
     fn below(&mut self, upper: u64) -> wasmtime::Result<u64> {
-        Draws::below(self, upper).ok_or_else(|| LimitExceeded::RandomBelowZero.into())
+        self.charge()?
+            .below(upper)
+            .ok_or_else(|| LimitExceeded::RandomBelowZero.into())
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::runtime::Metered;
 use crate::runtime::interfaces::config::Host;
 
 /// A plugin's settings, shared by all its calls.
@@ -33,12 +34,12 @@ impl CallConfig {
     }
 }
 
-impl Host for CallConfig {
+impl Host for Metered<'_, CallConfig> {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.values.get(&key).map(Value::to_string))
+        Ok(self.charge()?.values.get(&key).map(Value::to_string))
     }
 
     fn get_all(&mut self) -> wasmtime::Result<String> {
-        Ok(self.text.to_string())
+        Ok(self.charge()?.text.to_string())
     }
 }

@@ -74,13 +74,24 @@ impl ArtifactCache {
 
     fn store(&self, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        // Write under a temporary name and rename, so a crash never leaves half an artifact
-        // under the real name.
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&temporary, artifact)?;
-        std::fs::write(sidecar(path), hex::encode(Sha256::digest(artifact)))?;
-        std::fs::rename(&temporary, path)
+        // Write under a unique temporary name and rename, so a crash never leaves half a file
+        // under the real name and hosts sharing the cache never write into each other's file.
+        // The checksum goes first: an artifact is only trusted once its checksum matches.
+        write_atomically(
+            &self.dir,
+            &sidecar(path),
+            hex::encode(Sha256::digest(artifact)).as_bytes(),
+        )?;
+        write_atomically(&self.dir, path, artifact)
     }
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn sidecar(path: &Path) -> PathBuf {

@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
+use super::Metered;
 use super::bindings::lifecircle::scenario::clock::{Host, Instant};
 
 /// The call's fixed time, as a duration since the Unix epoch.
 pub struct CallClock(pub Duration);
 
-impl Host for CallClock {
+impl Host for Metered<'_, CallClock> {
     fn now(&mut self) -> wasmtime::Result<Instant> {
+        let clock = self.charge()?;
         Ok(Instant {
-            seconds: i64::try_from(self.0.as_secs()).unwrap_or(i64::MAX),
-            nanoseconds: self.0.subsec_nanos(),
+            seconds: i64::try_from(clock.0.as_secs()).unwrap_or(i64::MAX),
+            nanoseconds: clock.0.subsec_nanos(),
         })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::Metered;
 use super::bindings::lifecircle::scenario::log::{Host, Level};
 use super::limits::LimitExceeded;
 
@@ -26,14 +27,15 @@ impl CallLog {
     }
 }
 
-impl Host for CallLog {
+impl Host for Metered<'_, CallLog> {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.bytes_used = self.bytes_used.saturating_add(message.len() as u64);
-        if self.bytes_used > self.bytes_max {
-            return Err(LimitExceeded::LogBytes(self.bytes_max).into());
+        let sink = self.charge()?;
+        sink.bytes_used = sink.bytes_used.saturating_add(message.len() as u64);
+        if sink.bytes_used > sink.bytes_max {
+            return Err(LimitExceeded::LogBytes(sink.bytes_max).into());
         }
-        let plugin = &*self.plugin_id;
-        let request_id = &self.request_id;
+        let plugin = &*sink.plugin_id;
+        let request_id = &sink.request_id;
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, request_id, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, request_id, "{message}"),

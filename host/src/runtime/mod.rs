@@ -4,8 +4,8 @@
 //! Every call gets a new `Store` and a new instance from a pre-linked `InstancePre`; nothing
 //! survives from one call to the next except what the plugin committed to `store`. A call is
 //! bounded by fuel (instructions), an epoch deadline plus an outer timer (wall-clock time,
-//! including time blocked in the host), a resource limiter (memory, tables), a call hook
-//! (host calls) and the host interfaces' own limits (log bytes, store sizes).
+//! including time blocked in the host), a resource limiter (memory, tables), and the host
+//! interfaces' own limits (host calls, log bytes, store sizes).
 
 mod bindings;
 mod cache;
@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{
-    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+use wasmtime::component::{
+    Component, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem,
 };
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -215,6 +215,46 @@ impl CallError {
     }
 }
 
+/// How many calls into the host's interfaces a call has made, and may make.
+///
+/// WASI calls are not counted: they are cheap, bounded by fuel and the deadline, and do no
+/// database work.
+pub struct HostCallBudget {
+    used: u64,
+    max: u64,
+}
+
+/// One host interface's state for a call, with the call's host-call budget: the
+/// "borrowed view" each interface's `Host` is implemented for. Every host function starts
+/// with [`Metered::charge`].
+pub struct Metered<'a, T> {
+    budget: &'a mut HostCallBudget,
+    inner: &'a mut T,
+}
+
+impl<'a, T> Metered<'a, T> {
+    fn new(budget: &'a mut HostCallBudget, inner: &'a mut T) -> Self {
+        Self { budget, inner }
+    }
+
+    /// Counts one host call, stopping the plugin past its limit, and gives the interface's
+    /// state.
+    pub fn charge(&mut self) -> Result<&mut T, LimitExceeded> {
+        self.budget.used += 1;
+        if self.budget.used > self.budget.max {
+            return Err(LimitExceeded::HostCalls(self.budget.max));
+        }
+        Ok(self.inner)
+    }
+}
+
+/// The [`HasData`] of a [`Metered`] interface.
+struct Metering<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T: 'static> HasData for Metering<T> {
+    type Data<'a> = Metered<'a, T>;
+}
+
 /// A failure of the host inside a host call, raised as a trap so the call stops.
 #[derive(Debug, thiserror::Error)]
 #[error("host failure: {0}")]
@@ -225,8 +265,7 @@ pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: limits::CallLimiter,
-    host_calls: u64,
-    host_calls_max: u64,
+    host_calls: HostCallBudget,
     store: CallStore,
     config: CallConfig,
     random: Draws,
@@ -291,25 +330,25 @@ impl Runtime {
             &mut linker,
             |state| state,
         )?;
-        bindings::lifecircle::scenario::store::add_to_linker::<_, HasSelf<CallStore>>(
+        bindings::lifecircle::scenario::store::add_to_linker::<_, Metering<CallStore>>(
             &mut linker,
-            |state| &mut state.store,
+            |state| Metered::new(&mut state.host_calls, &mut state.store),
         )?;
-        bindings::lifecircle::scenario::config::add_to_linker::<_, HasSelf<CallConfig>>(
+        bindings::lifecircle::scenario::config::add_to_linker::<_, Metering<CallConfig>>(
             &mut linker,
-            |state| &mut state.config,
+            |state| Metered::new(&mut state.host_calls, &mut state.config),
         )?;
-        bindings::lifecircle::scenario::random::add_to_linker::<_, HasSelf<Draws>>(
+        bindings::lifecircle::scenario::random::add_to_linker::<_, Metering<Draws>>(
             &mut linker,
-            |state| &mut state.random,
+            |state| Metered::new(&mut state.host_calls, &mut state.random),
         )?;
-        bindings::lifecircle::scenario::clock::add_to_linker::<_, HasSelf<clock::CallClock>>(
+        bindings::lifecircle::scenario::clock::add_to_linker::<_, Metering<clock::CallClock>>(
             &mut linker,
-            |state| &mut state.clock,
+            |state| Metered::new(&mut state.host_calls, &mut state.clock),
         )?;
-        bindings::lifecircle::scenario::log::add_to_linker::<_, HasSelf<log::CallLog>>(
+        bindings::lifecircle::scenario::log::add_to_linker::<_, Metering<log::CallLog>>(
             &mut linker,
-            |state| &mut state.log,
+            |state| Metered::new(&mut state.host_calls, &mut state.log),
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -403,8 +442,10 @@ impl Runtime {
                 memory_bytes_max: limits.memory_bytes_max,
                 table_elements_max: limits.table_elements_max,
             },
-            host_calls: 0,
-            host_calls_max: limits.host_calls_max,
+            host_calls: HostCallBudget {
+                used: 0,
+                max: limits.host_calls_max,
+            },
             store: input.store,
             config: input.config,
             random: Draws::new(input.seed),
@@ -417,16 +458,6 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.call_hook(|mut context, hook| {
-            if matches!(hook, CallHook::CallingHost) {
-                let state = context.data_mut();
-                state.host_calls += 1;
-                if state.host_calls > state.host_calls_max {
-                    return Err(LimitExceeded::HostCalls(state.host_calls_max).into());
-                }
-            }
-            Ok(())
-        });
         // Fuel cannot fail to be set when fuel is enabled, which `new` does.
         let _ = store.set_fuel(limits.fuel_max);
         let _ = store.fuel_async_yield_interval(Some(self.settings.fuel_yield_interval));

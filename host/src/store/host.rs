@@ -3,31 +3,34 @@
 use std::ops::Bound;
 
 use super::{CallStore, Op, db, parse_counter};
-use crate::runtime::HostFailure;
 use crate::runtime::interfaces::store::{Bounds, Host, IncrementError};
+use crate::runtime::{HostFailure, Metered};
 
-impl Host for CallStore {
+impl Host for Metered<'_, CallStore> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        self.check_key(&key)?;
-        Ok(self.current(key.as_bytes()).await?)
+        let this = self.charge()?;
+        this.check_key(&key)?;
+        Ok(this.current(key.as_bytes()).await?)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        self.check_key(&key)?;
-        self.check_value(&value)?;
+        let this = self.charge()?;
+        this.check_key(&key)?;
+        this.check_value(&value)?;
         let key = key.into_bytes();
-        self.see(key.clone(), Some(value.clone())).await?;
-        self.ops.push(Op::Put { key, value });
+        this.see(key.clone(), Some(value.clone())).await?;
+        this.ops.push(Op::Put { key, value });
         Ok(())
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
-        self.check_key(&key)?;
+        let this = self.charge()?;
+        this.check_key(&key)?;
         let key = key.into_bytes();
-        let existed = self.current(&key).await?.is_some();
+        let existed = this.current(&key).await?.is_some();
         if existed {
-            self.see(key.clone(), None).await?;
-            self.ops.push(Op::Delete { key });
+            this.see(key.clone(), None).await?;
+            this.ops.push(Op::Delete { key });
         }
         Ok(existed)
     }
@@ -38,8 +41,9 @@ impl Host for CallStore {
         after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Vec<String>> {
-        self.check_key(&prefix)?;
-        let limit = u64::from(limit).min(self.limits().list_keys_max) as usize;
+        let this = self.charge()?;
+        this.check_key(&prefix)?;
+        let limit = u64::from(limit).min(this.limits().list_keys_max) as usize;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -54,12 +58,12 @@ impl Host for CallStore {
         let to = prefix_end(&prefix);
         let in_range = |key: &Vec<u8>| key.starts_with(&prefix) && *key >= from;
         // Keys this call deleted may come back from the database; ask for that many more.
-        let deleted_here = self
+        let deleted_here = this
             .view
             .iter()
             .filter(|(key, value)| value.is_none() && in_range(key))
             .count();
-        let (database, scope) = self.parts()?;
+        let (database, scope) = this.parts()?;
         let stored = db::keys(
             database,
             scope,
@@ -75,9 +79,9 @@ impl Host for CallStore {
         };
         let mut keys: Vec<Vec<u8>> = stored
             .into_iter()
-            .filter(|key| !self.view.contains_key(key))
+            .filter(|key| !this.view.contains_key(key))
             .chain(
-                self.view
+                this.view
                     .range((Bound::Included(from.clone()), upper))
                     .filter(|(_, value)| value.is_some())
                     .map(|(key, _)| key.clone()),
@@ -97,9 +101,10 @@ impl Host for CallStore {
         delta: i64,
         bounds: Bounds,
     ) -> wasmtime::Result<Result<i64, IncrementError>> {
-        self.check_key(&key)?;
+        let this = self.charge()?;
+        this.check_key(&key)?;
         let key = key.into_bytes();
-        let current = self.current(&key).await?;
+        let current = this.current(&key).await?;
         let Some(value) = parse_counter(current.as_deref()) else {
             return Ok(Err(IncrementError::NotACounter));
         };
@@ -107,9 +112,9 @@ impl Host for CallStore {
             Some(new) if new >= bounds.min && new <= bounds.max => new,
             _ => return Ok(Err(IncrementError::OutOfBounds(value))),
         };
-        self.see(key.clone(), Some(new.to_string().into_bytes()))
+        this.see(key.clone(), Some(new.to_string().into_bytes()))
             .await?;
-        self.ops.push(Op::Increment {
+        this.ops.push(Op::Increment {
             key,
             delta,
             min: bounds.min,
@@ -124,16 +129,17 @@ impl Host for CallStore {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<bool> {
-        self.check_key(&key)?;
+        let this = self.charge()?;
+        this.check_key(&key)?;
         if let Some(value) = &new {
-            self.check_value(value)?;
+            this.check_value(value)?;
         }
         let key = key.into_bytes();
-        if self.current(&key).await? != expected {
+        if this.current(&key).await? != expected {
             return Ok(false);
         }
-        self.see(key.clone(), new.clone()).await?;
-        self.ops.push(Op::CompareAndSwap { key, expected, new });
+        this.see(key.clone(), new.clone()).await?;
+        this.ops.push(Op::CompareAndSwap { key, expected, new });
         Ok(true)
     }
 }
