@@ -46,7 +46,8 @@ impl CommitError {
 
 struct Commit {
     writes: WriteSet,
-    record: InvocationRecord,
+    /// `None` for a flush marker.
+    record: Option<InvocationRecord>,
     done: Option<oneshot::Sender<Result<(), CommitError>>>,
 }
 
@@ -75,7 +76,7 @@ impl Committer {
         self.sender
             .send(Commit {
                 writes,
-                record,
+                record: Some(record),
                 done: Some(done),
             })
             .await
@@ -87,12 +88,28 @@ impl Committer {
     pub async fn record(&self, record: InvocationRecord) {
         let commit = Commit {
             writes: WriteSet::default(),
-            record,
+            record: Some(record),
             done: None,
         };
         if self.sender.send(commit).await.is_err() {
             tracing::error!("commit writer stopped; an invocation record is lost");
         }
+    }
+
+    /// Waits until everything queued before this call is on disk (used at shutdown, so
+    /// queued invocation records are not lost).
+    pub async fn flush(&self) -> Result<(), CommitError> {
+        let (done, answer) = oneshot::channel();
+        let marker = Commit {
+            writes: WriteSet::default(),
+            record: None,
+            done: Some(done),
+        };
+        self.sender
+            .send(marker)
+            .await
+            .map_err(|_| CommitError::Unavailable)?;
+        answer.await.unwrap_or(Err(CommitError::Unavailable))
     }
 }
 
@@ -146,12 +163,13 @@ async fn write_batch(
                 }
             }
         }
-        if let Err(error) = &result {
-            commit.record.outcome = error.code().as_str();
+        if let (Some(record), Err(error)) = (&mut commit.record, &result) {
+            record.outcome = error.code().as_str();
         }
-        audit::insert(&mut transaction, &commit.record).await?;
         results.push(result);
     }
+    let records: Vec<&InvocationRecord> = batch.iter().filter_map(|c| c.record.as_ref()).collect();
+    audit::insert_all(&mut transaction, &records).await?;
     transaction.commit().await?;
     Ok(results)
 }

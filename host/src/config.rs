@@ -259,8 +259,9 @@ pub struct EngineConfig {
     /// busy plugin from delaying others on the same thread.
     #[serde(default = "default_fuel_yield_interval")]
     pub fuel_yield_interval: u64,
-    /// Bytes of linear memory each pool slot keeps resident between instances, so reusing a
-    /// slot does not fault pages in again.
+    /// Bytes of linear memory each pool slot keeps resident between instances: pages a call
+    /// dirtied are reset in place up to this much, so reusing a slot neither faults pages in
+    /// again nor stalls other cores with an madvise.
     #[serde(default = "default_memory_keep_resident_bytes")]
     pub memory_keep_resident_bytes: u64,
 }
@@ -341,7 +342,7 @@ fn default_fuel_yield_interval() -> u64 {
     1_000_000
 }
 fn default_memory_keep_resident_bytes() -> u64 {
-    1 << 20
+    4 << 20
 }
 
 /// Why the configuration was refused.

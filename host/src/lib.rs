@@ -154,15 +154,20 @@ pub fn app(state: AppState) -> axum::Router {
     api::router(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight finish.
+/// Serves `state` on `listener` until `shutdown` completes, lets requests in flight finish,
+/// and waits until every queued write and invocation record is on disk.
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     state: AppState,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    if let Err(error) = state.committer.flush().await {
+        tracing::error!(%error, "could not write the last invocation records");
+    }
+    Ok(())
 }
 
 /// Builds the services from `config` and serves them on `listener` until `shutdown`.

@@ -277,3 +277,25 @@ async fn health_and_metrics_report_on_the_host() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_invocation_records_are_on_disk_when_shutdown_completes() {
+    let host = TestHost::start(&[HELLO]).await;
+    let token = host.token("alice", "cn");
+    for _ in 0..20 {
+        assert_eq!(
+            host.call(&token, "hello", "echo", json!(1)).await.status,
+            200
+        );
+    }
+    let database = host.state.config.database_url();
+    let dir = host.stop().await;
+    let pool = sqlx::SqlitePool::connect(&database).await.expect("open");
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invocations")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(recorded, 20);
+    pool.close().await;
+    drop(dir);
+}

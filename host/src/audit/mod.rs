@@ -42,32 +42,56 @@ pub struct InvocationRecord {
     pub seed: String,
 }
 
-/// Inserts `record`.
-pub async fn insert(
+/// Columns of `invocations` bound per record.
+const COLUMNS: usize = 15;
+
+/// Rows per multi-row statement, largest first. A handful of fixed sizes keeps the statements
+/// in the connection's prepared-statement cache; a size per batch would be parsed anew each
+/// time. The largest stays well under SQLite's limit of 32,766 bound values.
+const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
+
+/// Inserts `records`, many per statement: one round trip to the database per few hundred
+/// records rather than one each.
+pub async fn insert_all(
     connection: &mut SqliteConnection,
-    record: &InvocationRecord,
+    records: &[&InvocationRecord],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, plugin_digest, \
-         config_digest, region, caller_kind, caller, action, input_digest, outcome, fuel_consumed, \
-         duration_us, seed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&record.id)
-    .bind(record.started_at_ms)
-    .bind(&record.plugin_id)
-    .bind(&record.plugin_version)
-    .bind(&record.plugin_digest)
-    .bind(&record.config_digest)
-    .bind(&record.region)
-    .bind(record.caller_kind)
-    .bind(&record.caller)
-    .bind(&record.action)
-    .bind(&record.input_digest)
-    .bind(record.outcome)
-    .bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
-    .bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
-    .bind(&record.seed)
-    .execute(connection)
-    .await?;
+    const _: () = assert!(COLUMNS * STATEMENT_ROWS[0] < 32_766);
+    let mut rest = records;
+    while !rest.is_empty() {
+        let rows = STATEMENT_ROWS
+            .into_iter()
+            .find(|rows| *rows <= rest.len())
+            .expect("the smallest statement has one row");
+        let (chunk, remaining) = rest.split_at(rows);
+        rest = remaining;
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, plugin_digest, \
+             config_digest, region, caller_kind, caller, action, input_digest, outcome, \
+             fuel_consumed, duration_us, seed) ",
+        );
+        query.push_values(chunk, |mut row, record| {
+            row.push_bind(&record.id)
+                .push_bind(record.started_at_ms)
+                .push_bind(&record.plugin_id)
+                .push_bind(&record.plugin_version)
+                .push_bind(&record.plugin_digest)
+                .push_bind(&record.config_digest)
+                .push_bind(&record.region)
+                .push_bind(record.caller_kind)
+                .push_bind(&record.caller)
+                .push_bind(&record.action)
+                .push_bind(&record.input_digest)
+                .push_bind(record.outcome)
+                .push_bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
+                .push_bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
+                .push_bind(&record.seed);
+        });
+        query
+            .build()
+            .persistent(true)
+            .execute(&mut *connection)
+            .await?;
+    }
     Ok(())
 }

@@ -128,6 +128,7 @@ impl Registry {
         bundles.sort();
         let mut registry = Registry::default();
         for bundle in bundles {
+            let started = std::time::Instant::now();
             let plugin =
                 load_bundle(runtime, config, &bundle).map_err(|problem| RegistryError::Bundle {
                     path: bundle.clone(),
@@ -139,6 +140,13 @@ impl Registry {
                     problem: format!("a second bundle with id {:?}", plugin.manifest.id),
                 });
             }
+            tracing::info!(
+                plugin = %plugin.manifest.id,
+                version = %plugin.manifest.version,
+                digest = %&plugin.digest[..12],
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "plugin loaded"
+            );
             registry
                 .plugins
                 .insert(plugin.manifest.id.clone(), Arc::new(plugin));

@@ -308,7 +308,11 @@ impl Runtime {
             // Keeping a slot's first pages resident makes reusing it nearly free; without
             // this, two threads contend on page faults and scale worse than one.
             .linear_memory_keep_resident(settings.memory_keep_resident_bytes as usize)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            // With PAGEMAP_SCAN (Linux 6.7+) only the pages a call dirtied are reset, by memset,
+            // instead of a memset of the whole resident prefix plus an madvise whose TLB
+            // shootdowns stall every other core.
+            .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut config = Config::new();
         config
