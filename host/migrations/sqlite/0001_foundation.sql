@@ -40,4 +40,3 @@ CREATE TABLE invocations (
     duration_us    INTEGER NOT NULL,
     seed           TEXT NOT NULL
 );
-CREATE INDEX invocations_by_plugin_time ON invocations (plugin_id, started_at_ms);
