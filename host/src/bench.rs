@@ -19,8 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::identity::Customer;
-use crate::invocation::{ScenarioCall, prepare};
-use crate::runtime::Caller;
+use crate::invocation::prepare;
+use crate::runtime::{self, Caller};
 use crate::{AppState, build, serve};
 
 /// The request body every case sends.
@@ -175,7 +175,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                         let (input, _record) = prepare(
                             &state,
                             &plugin,
-                            ScenarioCall {
+                            runtime::Request {
                                 action: "echo".into(),
                                 body: BODY.into(),
                                 caller: Caller::Customer {

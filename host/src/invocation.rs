@@ -11,30 +11,14 @@ use crate::AppState;
 use crate::audit::InvocationRecord;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::Plugin;
-use crate::runtime::{CallError, CallInput, Caller};
+use crate::runtime::{CallError, CallInput, Caller, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
-
-/// A scenario call to make.
-pub struct ScenarioCall {
-    /// The action.
-    pub action: String,
-    /// The JSON body.
-    pub body: String,
-    /// The bank's id of the caller (customer number), never shown to the plugin.
-    pub caller: Caller,
-    /// The region the call runs in.
-    pub region: String,
-    /// The request id.
-    pub request_id: String,
-    /// The client's idempotency key.
-    pub idempotency_key: Option<String>,
-}
 
 /// Runs `call` on `plugin` and returns the plugin's JSON response.
 pub async fn invoke(
     state: &AppState,
     plugin: &Arc<Plugin>,
-    call: ScenarioCall,
+    call: Request,
 ) -> Result<String, ApiError> {
     let limits = plugin.limits;
     if call.body.len() as u64 > limits.request_bytes_max {
@@ -78,7 +62,7 @@ pub async fn invoke(
 pub fn prepare(
     state: &AppState,
     plugin: &Arc<Plugin>,
-    call: ScenarioCall,
+    call: Request,
 ) -> (CallInput, InvocationRecord) {
     let limits = plugin.limits;
     let now = SystemTime::now();
@@ -123,12 +107,7 @@ pub fn prepare(
         seed: hex::encode(seed),
     };
     let input = CallInput {
-        action: call.action,
-        body: call.body,
-        caller: call.caller,
-        region: call.region,
-        request_id: call.request_id,
-        idempotency_key: call.idempotency_key,
+        request: call,
         now,
         seed,
         store,

@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::{AuthenticatedCustomer, current_request_id};
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
-use crate::invocation::{self, ScenarioCall};
-use crate::runtime::Caller;
+use crate::invocation;
+use crate::runtime::{Caller, Request};
 
 /// Longest accepted action name.
 const ACTION_BYTES_MAX: usize = 64;
@@ -86,7 +86,7 @@ async fn call(
     let response = invocation::invoke(
         &state,
         &plugin,
-        ScenarioCall {
+        Request {
             action,
             body,
             caller: Caller::Customer { pseudonym },

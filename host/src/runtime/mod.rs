@@ -127,8 +127,9 @@ pub enum Caller {
     Scheduler,
 }
 
-/// One call to run.
-pub struct CallInput {
+/// One scenario request, as the plugin receives it.
+#[derive(Debug, Clone)]
+pub struct Request {
     /// The action name.
     pub action: String,
     /// The JSON request body.
@@ -141,6 +142,12 @@ pub struct CallInput {
     pub request_id: String,
     /// The client's idempotency key.
     pub idempotency_key: Option<String>,
+}
+
+/// One call to run: the request and everything the host gives the call.
+pub struct CallInput {
+    /// The request.
+    pub request: Request,
     /// The call's fixed time.
     pub now: SystemTime,
     /// The seed of the call's `random` interface.
@@ -456,7 +463,7 @@ impl Runtime {
             clock: clock::CallClock(since_epoch),
             log: log::CallLog::new(
                 input.plugin_id,
-                input.request_id.clone(),
+                input.request.request_id.clone(),
                 limits.log_bytes_max,
             ),
         };
@@ -471,19 +478,20 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
+        let request = input.request;
         let request = wit::Request {
-            action: input.action,
-            body: input.body,
-            caller: match input.caller {
+            action: request.action,
+            body: request.body,
+            caller: match request.caller {
                 Caller::Customer { pseudonym } => {
                     wit::Caller::Customer(wit::Customer { pseudonym })
                 }
                 Caller::Partner { partner_id } => wit::Caller::Partner(wit::Partner { partner_id }),
                 Caller::Scheduler => wit::Caller::Scheduler,
             },
-            region: input.region,
-            request_id: input.request_id,
-            idempotency_key: input.idempotency_key,
+            region: request.region,
+            request_id: request.request_id,
+            idempotency_key: request.idempotency_key,
         };
 
         let outcome = tokio::time::timeout(deadline, async {

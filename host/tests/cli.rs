@@ -1,0 +1,156 @@
+//! The `lifecircle` command as a user runs it: the real binary, its printed output, and the
+//! curl line `serve` prints, executed as printed.
+//!
+//! These need the reference bundles in `plugins/dist/reference` (`make test` builds them
+//! first).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ sits in the repository")
+        .to_owned()
+}
+
+fn reference_plugins() -> PathBuf {
+    let dir = repo_root().join("plugins/dist/reference");
+    assert!(
+        dir.join("hello/plugin.wasm").is_file(),
+        "build the plugins first: make plugins (make test does)"
+    );
+    dir
+}
+
+fn lifecircle(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lifecircle"));
+    command
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env(
+            "LIFECIRCLE_CACHE_DIR",
+            repo_root().join("target/lifecircle-test-cache"),
+        )
+        .env("LIFECIRCLE_LOG", "warn");
+    command
+}
+
+/// Lines of `child`'s stdout, read on a thread so the test can time out.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+#[test]
+fn serve_prints_a_banner_and_a_curl_line_that_works_as_printed() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = lifecircle(data.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
+        .arg(reference_plugins())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lifecircle starts");
+    let lines = stdout_lines(&mut child);
+    let mut banner = Vec::new();
+    let curl = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("serve prints its banner");
+        if line.trim_start().starts_with("curl ") {
+            break line.trim().to_owned();
+        }
+        banner.push(line);
+    };
+    assert!(
+        banner[0].starts_with("Lifecircle is serving on http://127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert_eq!(banner[1], "Plugins:");
+    assert!(
+        banner.iter().any(|l| l.trim_start().starts_with("hello ")),
+        "{banner:?}"
+    );
+    assert_eq!(banner.last().map(String::as_str), Some("Try it:"));
+
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .output()
+        .expect("sh runs the curl line");
+    assert!(output.status.success(), "{curl}: {output:?}");
+    let body: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("the curl line answers JSON");
+    assert_eq!(body, serde_json::json!({"echo": {"hello": "world"}}));
+
+    // SIGTERM: the host stops gracefully and exits 0.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("lifecircle exits");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn token_prints_one_signed_token() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = lifecircle(data.path())
+        .args([
+            "token",
+            "--customer",
+            "6222000011112222",
+            "--region",
+            "cn-fj",
+        ])
+        .output()
+        .expect("lifecircle runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(token.split('.').count(), 3, "{token}");
+}
+
+#[test]
+fn token_refuses_a_malformed_region_with_a_clear_message() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = lifecircle(data.path())
+        .args(["token", "--customer", "c1", "--region", "Fujian Province"])
+        .output()
+        .expect("lifecircle runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--region must be"), "{stderr}");
+}
+
+#[test]
+fn a_typo_in_the_config_file_stops_the_host_naming_the_key() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let file = data.path().join("lifecircle.toml");
+    std::fs::write(&file, "listne = \"127.0.0.1:9\"\n").expect("write");
+    let output = lifecircle(data.path())
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .output()
+        .expect("lifecircle runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listne"), "{stderr}");
+    assert!(stderr.contains("lifecircle.toml"), "{stderr}");
+}
