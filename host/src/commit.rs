@@ -143,16 +143,19 @@ async fn write_batch(
     batch: &mut [Commit],
 ) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
     let mut transaction = db.write.begin().await?;
+    let mut connection = transaction.conn();
     let mut results = Vec::with_capacity(batch.len());
     for commit in batch.iter_mut() {
         let mut result = Ok(());
         if !commit.writes.is_empty() {
-            let mut savepoint = sqlx::Connection::begin(&mut *transaction).await?;
-            match store::apply(&mut savepoint, &commit.writes).await {
-                Ok(()) => savepoint.commit().await?,
+            // A savepoint per call: one call's conflict undoes only that call's writes.
+            connection.execute("SAVEPOINT call").await?;
+            match store::apply(&mut connection, &commit.writes).await {
+                Ok(()) => connection.execute("RELEASE SAVEPOINT call").await?,
                 Err(ApplyError::Database(error)) => return Err(error),
                 Err(error) => {
-                    savepoint.rollback().await?;
+                    connection.execute("ROLLBACK TO SAVEPOINT call").await?;
+                    connection.execute("RELEASE SAVEPOINT call").await?;
                     result = Err(match error {
                         ApplyError::Conflict { key } => {
                             CommitError::Conflict(format!("store key {key:?}"))
@@ -169,7 +172,7 @@ async fn write_batch(
         results.push(result);
     }
     let records: Vec<&InvocationRecord> = batch.iter().filter_map(|c| c.record.as_ref()).collect();
-    audit::insert_all(&mut transaction, &records).await?;
+    audit::insert_all(&mut connection, &records).await?;
     transaction.commit().await?;
     Ok(results)
 }

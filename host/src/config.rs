@@ -28,7 +28,9 @@ pub struct Config {
     /// means `<data_dir>/cache`. Safe to share between hosts of the same version.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// Database URL. Unset means the embedded SQLite file `<data_dir>/lifecircle.db`.
+    /// Database URL: `sqlite:PATH` or `postgres://...`. Unset means the embedded SQLite file
+    /// `<data_dir>/lifecircle.db`. The conventional `DATABASE_URL` variable sets it too (below
+    /// `LIFECIRCLE_DATABASE_URL`).
     #[serde(default)]
     pub database_url: Option<String>,
     /// Log filter in `tracing` syntax (`info`, `lifecircle=debug,warn`); `RUST_LOG` wins.
@@ -452,11 +454,11 @@ impl Config {
             ));
         }
         if let Some(url) = &self.database_url
-            && !url.starts_with("sqlite:")
+            && !crate::db::is_supported_url(url)
         {
-            return Err(ConfigError::Invalid(format!(
-                "database_url {url:?}: only sqlite: URLs are supported by this version"
-            )));
+            return Err(ConfigError::Invalid(
+                "database_url must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
         }
         Ok(())
     }
@@ -519,7 +521,12 @@ impl Config {
 /// (numbers, booleans) and otherwise taken as a string.
 fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, ConfigError> {
     let mut table = toml::Table::new();
+    let mut database_url = None;
     for (name, raw) in env {
+        if name == "DATABASE_URL" {
+            database_url = Some(raw);
+            continue;
+        }
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
@@ -556,6 +563,11 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
             };
         }
         node.insert(last.clone(), value);
+    }
+    if let Some(url) = database_url {
+        table
+            .entry("database_url")
+            .or_insert(toml::Value::String(url));
     }
     Ok(table)
 }
@@ -646,6 +658,35 @@ mod tests {
             toml::Table::new(),
         )
         .expect("ignored");
+    }
+
+    #[test]
+    fn database_url_comes_from_database_url_unless_lifecircle_says_otherwise() {
+        let config = Config::load(
+            None,
+            env(&[("DATABASE_URL", "postgres://db/a")]),
+            toml::Table::new(),
+        )
+        .expect("loads");
+        assert_eq!(config.database_url(), "postgres://db/a");
+        let config = Config::load(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://db/a"),
+                ("LIFECIRCLE_DATABASE_URL", "sqlite://x.db"),
+            ]),
+            toml::Table::new(),
+        )
+        .expect("loads");
+        assert_eq!(config.database_url(), "sqlite://x.db");
+        let error = Config::load(
+            None,
+            env(&[("DATABASE_URL", "mysql://x")]),
+            toml::Table::new(),
+        )
+        .expect_err("mysql is refused")
+        .to_string();
+        assert!(error.contains("database_url"), "{error}");
     }
 
     #[test]

@@ -1,33 +1,191 @@
-//! The embedded database: one SQLite file in WAL mode with full fsync on commit, a pool of
-//! readers, and a single writer connection that the commit writer owns.
+//! The database: SQLite (one file in WAL mode with full fsync on commit, the embedded default)
+//! or PostgreSQL (`postgres://`, the scale-out backend shared by several hosts).
+//!
+//! Each query is written once, with `$1`-style placeholders that both backends understand, and
+//! run on whichever backend is configured through [`with_conn!`](crate::with_conn), which expands the query code
+//! once per backend so each expansion is checked against that backend's types. Migrations are
+//! kept per backend in `host/migrations/{sqlite,postgres}` because their DDL differs.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+
+/// A pool of connections to one backend.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// A connection borrowed from a pool or a transaction.
+pub enum Conn<'c> {
+    /// SQLite.
+    Sqlite(&'c mut SqliteConnection),
+    /// PostgreSQL.
+    Postgres(&'c mut PgConnection),
+}
+
+/// A connection taken from a [`Pool`], returned to it on drop.
+pub enum PooledConn {
+    /// SQLite.
+    Sqlite(PoolConnection<Sqlite>),
+    /// PostgreSQL.
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// An open transaction; rolled back on drop unless committed.
+pub enum Transaction {
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of a [`Conn`] (a `&mut
+/// SqliteConnection` or a `&mut PgConnection`). The body is compiled once per backend.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite($c) => $body,
+            $crate::db::Conn::Postgres($c) => $body,
+        }
+    };
+}
+
+impl Pool {
+    /// Takes a connection from the pool.
+    pub async fn acquire(&self) -> Result<PooledConn, sqlx::Error> {
+        Ok(match self {
+            Pool::Sqlite(pool) => PooledConn::Sqlite(pool.acquire().await?),
+            Pool::Postgres(pool) => PooledConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        Ok(match self {
+            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
+            Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl PooledConn {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            PooledConn::Sqlite(connection) => Conn::Sqlite(connection),
+            PooledConn::Postgres(connection) => Conn::Postgres(connection),
+        }
+    }
+}
+
+impl Transaction {
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Transaction::Sqlite(transaction) => Conn::Sqlite(transaction),
+            Transaction::Postgres(transaction) => Conn::Postgres(transaction),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Transaction::Sqlite(transaction) => transaction.commit().await,
+            Transaction::Postgres(transaction) => transaction.commit().await,
+        }
+    }
+}
+
+impl Conn<'_> {
+    /// The same connection, borrowed again for a shorter time.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(connection) => Conn::Sqlite(connection),
+            Conn::Postgres(connection) => Conn::Postgres(connection),
+        }
+    }
+
+    /// Runs a statement that takes no parameters and returns no rows.
+    pub async fn execute(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        with_conn!(self.reborrow(), c => sqlx::query(sql).execute(&mut *c).await.map(drop))
+    }
+
+    /// Checks the connection answers.
+    pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        with_conn!(self.reborrow(), c => c.ping().await)
+    }
+}
 
 /// Readers and the writer of one database.
 #[derive(Clone)]
 pub struct Db {
-    /// Connections for reads (many at once under WAL).
-    pub read: SqlitePool,
-    /// The one connection that writes, so writers never wait on each other's locks.
-    pub write: SqlitePool,
+    /// Connections for reads.
+    pub read: Pool,
+    /// The one connection that writes, owned by the commit writer, so writers never wait on
+    /// each other's locks and many calls share one commit.
+    pub write: Pool,
 }
 
 /// Connections kept for reads.
 const READERS: u32 = 8;
 
+/// How long a connection may wait for a lock before the statement fails.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `url` names a database this host can use.
+pub fn is_supported_url(url: &str) -> bool {
+    url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 impl Db {
-    /// Opens (creating if needed) the database at `url` and runs the migrations.
+    /// Opens (creating an SQLite file if needed) the database at `url` and runs the
+    /// migrations.
     pub async fn open(url: &str) -> Result<Db, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            Self::open_sqlite(url).await
+        } else {
+            Self::open_postgres(url).await
+        }
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Db, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before it is acknowledged.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(5))
+            .busy_timeout(LOCK_TIMEOUT)
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -39,7 +197,31 @@ impl Db {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Db { read, write })
+        Ok(Db {
+            read: Pool::Sqlite(read),
+            write: Pool::Sqlite(write),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Db, sqlx::Error> {
+        // synchronous_commit stays on (the server default): a commit is on disk before it is
+        // acknowledged.
+        let options = PgConnectOptions::from_str(url)?
+            .options([("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis()))]);
+        let write = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&write).await?;
+        let read = PgPoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await?;
+        Ok(Db {
+            read: Pool::Postgres(read),
+            write: Pool::Postgres(write),
+        })
     }
 
     /// The secret named `name`: created randomly on first use and kept in the database, so
@@ -48,16 +230,40 @@ impl Db {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)
             .map_err(|e| sqlx::Error::Io(std::io::Error::other(e.to_string())))?;
-        sqlx::query(
-            "INSERT INTO host_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(&fresh[..])
-        .execute(&self.write)
-        .await?;
-        sqlx::query_scalar("SELECT value FROM host_secrets WHERE name = ?")
+        let mut connection = self.write.acquire().await?;
+        with_conn!(connection.conn(), c => {
+            sqlx::query(
+                "INSERT INTO host_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
             .bind(name)
-            .fetch_one(&self.write)
-            .await
+            .bind(&fresh[..])
+            .execute(&mut *c)
+            .await?;
+            sqlx::query_scalar("SELECT value FROM host_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *c)
+                .await
+        })
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redacted("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redacted("sqlite://data/l.db"), "sqlite://data/l.db");
     }
 }

@@ -88,7 +88,7 @@ pub async fn open_identity(
     })?;
     let url = config.database_url();
     let database_error = |source| StartError::Database {
-        url: url.clone(),
+        url: db::redacted(&url),
         source,
     };
     let db = db::Db::open(&url).await.map_err(database_error)?;

@@ -201,11 +201,9 @@ async fn every_hostile_plugin_is_contained_while_hello_keeps_answering() {
     );
 
     // Nothing a stopped call wrote was kept; only the one good write landed.
-    let keys: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM store_entries WHERE plugin_id = 'hostile-store'")
-            .fetch_one(&host.state.db.read)
-            .await
-            .expect("count");
+    let keys = host
+        .count("SELECT COUNT(*) FROM store_entries WHERE plugin_id = 'hostile-store'")
+        .await;
     assert_eq!(keys, 1);
     let reply = host.call(&token, "hello", "count", json!(null)).await;
     assert_eq!(reply.body, json!({"count": 1}));

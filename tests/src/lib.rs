@@ -1,10 +1,14 @@
 //! The end-to-end test harness: builds the plugins in `plugins/` once, starts real hosts on
-//! `127.0.0.1:0` with a temporary SQLite database and chosen plugin bundles, and talks to them
-//! over HTTP.
+//! `127.0.0.1:0` with a temporary database and chosen plugin bundles, and talks to them over
+//! HTTP.
+//!
+//! The database is a temporary SQLite file, or, for tests written with [`on_each_backend!`]
+//! and when `LIFECIRCLE_TEST_POSTGRES_URL` is set, a fresh schema in that PostgreSQL database.
 //!
 //! A panic on any of a host's threads (its async workers or the engine's epoch thread) is a
 //! host defect: the harness counts them and [`TestHost::stop`] fails the test if there were any.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +46,110 @@ pub fn dist() -> &'static Path {
         );
         root.join("plugins/dist")
     })
+}
+
+/// The database a test host runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh schema in the PostgreSQL database of `LIFECIRCLE_TEST_POSTGRES_URL`.
+    Postgres,
+}
+
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+/// The PostgreSQL URL the tests may use, if any.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("LIFECIRCLE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+impl Backend {
+    /// Runs `test` with hosts it starts on this backend.
+    pub async fn scope<F: Future>(self, test: F) -> F::Output {
+        BACKEND.scope(self, test).await
+    }
+
+    /// The backend of the running test (SQLite unless it chose otherwise).
+    pub fn current() -> Backend {
+        BACKEND
+            .try_with(|backend| *backend)
+            .unwrap_or(Backend::Sqlite)
+    }
+}
+
+/// Defines each test twice, as `<name>::sqlite` and `<name>::postgres`. The PostgreSQL one
+/// runs when `LIFECIRCLE_TEST_POSTGRES_URL` is set (`.ci/run` sets it when the local server
+/// answers) and otherwise says it was skipped.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($( $(#[$meta:meta])* async fn $name:ident() $body:block )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::Backend::Sqlite.scope(async $body).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::postgres_url().is_none() {
+                    eprintln!("skipped: LIFECIRCLE_TEST_POSTGRES_URL is not set");
+                    return;
+                }
+                $crate::Backend::Postgres.scope(async $body).await
+            }
+        }
+    )*};
+}
+
+/// Creates a fresh schema in the test PostgreSQL database and returns its name and a URL that
+/// uses it.
+async fn postgres_schema() -> (String, String) {
+    let base = postgres_url().expect("the postgres backend needs LIFECIRCLE_TEST_POSTGRES_URL");
+    let schema = format!("lc_test_{}", uuid_like());
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut connection)
+        .await
+        .expect("create schema");
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options[search_path]={schema}");
+    (schema, url)
+}
+
+async fn drop_postgres_schema(schema: &str) {
+    let Some(base) = postgres_url() else { return };
+    if let Ok(mut connection) = <sqlx::PgConnection as sqlx::Connection>::connect(&base).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&mut connection)
+            .await;
+    }
+}
+
+/// A unique lowercase name fragment.
+fn uuid_like() -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Panics seen on host threads since the harness started.
@@ -144,6 +252,8 @@ pub struct TestHost {
     pub state: AppState,
     /// The temporary directory with the database and plugins; kept for restarts.
     pub dir: TempDir,
+    /// The PostgreSQL schema the host uses, if it runs on PostgreSQL.
+    schema: Option<String>,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -173,16 +283,35 @@ impl TestHost {
         Self::start_with(bundles, |_| {}).await
     }
 
-    /// Starts a host with `bundles`, letting `configure` change the configuration.
+    /// Starts a host with `bundles`, letting `configure` change the configuration, on the
+    /// running test's [`Backend`].
     pub async fn start_with(bundles: &[Bundle], configure: impl FnOnce(&mut Config)) -> TestHost {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path(), bundles);
+        let schema = match Backend::current() {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let (schema, url) = postgres_schema().await;
+                config.database_url = Some(url);
+                Some(schema)
+            }
+        };
         configure(&mut config);
-        Self::start_in(dir, config).await
+        Self::start_in(Kept {
+            dir,
+            config,
+            schema,
+        })
+        .await
     }
 
-    /// Starts a host on `dir` (whose database may already hold data) with `config`.
-    pub async fn start_in(dir: TempDir, config: Config) -> TestHost {
+    /// Starts a host again on what an earlier one kept (its database and plugins).
+    pub async fn start_in(kept: Kept) -> TestHost {
+        let Kept {
+            dir,
+            config,
+            schema,
+        } = kept;
         watch_for_host_panics();
         let state = lifecircle::build(config).await.expect("host starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -199,6 +328,7 @@ impl TestHost {
             base,
             state,
             dir,
+            schema,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -263,6 +393,17 @@ impl TestHost {
         }
     }
 
+    /// The single integer `sql` selects (a `COUNT(*)`), read from the host's database.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        let mut connection = self.state.db.read.acquire().await.expect("connection");
+        lifecircle::with_conn!(connection.conn(), c => {
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut *c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+
     /// `GET path` as plain text.
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = self
@@ -275,9 +416,17 @@ impl TestHost {
         (status, response.text().await.expect("text"))
     }
 
+    /// Stops the host, fails if any host thread panicked, and removes its database.
+    pub async fn stop(self) {
+        let kept = self.stop_and_keep().await;
+        if let Some(schema) = &kept.schema {
+            drop_postgres_schema(schema).await;
+        }
+    }
+
     /// Stops the host, waits for it to finish, fails if any host thread panicked, and hands
-    /// back the directory (to restart on the same database).
-    pub async fn stop(mut self) -> TempDir {
+    /// back its database and plugins (to look at, or to start again with [`TestHost::start_in`]).
+    pub async fn stop_and_keep(mut self) -> Kept {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -287,9 +436,24 @@ impl TestHost {
                 .expect("the server task does not panic")
                 .expect("the server stops cleanly");
         }
+        self.state.db.close().await;
         assert_no_host_panics();
-        self.dir
+        Kept {
+            dir: self.dir,
+            config: self.state.config.clone(),
+            schema: self.schema,
+        }
     }
+}
+
+/// What a stopped host leaves: its directory, configuration and database.
+pub struct Kept {
+    /// The directory with plugins (and the SQLite file).
+    pub dir: TempDir,
+    /// The configuration it ran with.
+    pub config: Config,
+    /// Its PostgreSQL schema, if any.
+    pub schema: Option<String>,
 }
 
 /// Fails if any host thread has panicked.

@@ -18,10 +18,8 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    sqlx::query("SELECT 1")
-        .execute(&state.db.read)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    connection.conn().ping().await.map_err(ApiError::internal)?;
     Ok(Json(
         json!({"status": "ok", "plugins": state.registry.iter().count()}),
     ))

@@ -4,8 +4,9 @@
 
 mod random;
 
+use crate::db::Conn;
+use crate::with_conn;
 pub use random::Draws;
-use sqlx::SqliteConnection;
 
 /// One invocation's audit record.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
 /// Inserts `records`, many per statement: one round trip to the database per few hundred
 /// records rather than one each.
 pub async fn insert_all(
-    connection: &mut SqliteConnection,
+    connection: &mut Conn<'_>,
     records: &[&InvocationRecord],
 ) -> Result<(), sqlx::Error> {
     const _: () = assert!(COLUMNS * STATEMENT_ROWS[0] < 32_766);
@@ -65,33 +66,31 @@ pub async fn insert_all(
             .expect("the smallest statement has one row");
         let (chunk, remaining) = rest.split_at(rows);
         rest = remaining;
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, plugin_digest, \
-             config_digest, region, caller_kind, caller, action, input_digest, outcome, \
-             fuel_consumed, duration_us, seed) ",
-        );
-        query.push_values(chunk, |mut row, record| {
-            row.push_bind(&record.id)
-                .push_bind(record.started_at_ms)
-                .push_bind(&record.plugin_id)
-                .push_bind(&record.plugin_version)
-                .push_bind(&record.plugin_digest)
-                .push_bind(&record.config_digest)
-                .push_bind(&record.region)
-                .push_bind(record.caller_kind)
-                .push_bind(&record.caller)
-                .push_bind(&record.action)
-                .push_bind(&record.input_digest)
-                .push_bind(record.outcome)
-                .push_bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
-                .push_bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
-                .push_bind(&record.seed);
+        with_conn!(connection.reborrow(), c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, \
+                 plugin_digest, config_digest, region, caller_kind, caller, action, \
+                 input_digest, outcome, fuel_consumed, duration_us, seed) ",
+            );
+            query.push_values(chunk, |mut row, record| {
+                row.push_bind(&record.id)
+                    .push_bind(record.started_at_ms)
+                    .push_bind(&record.plugin_id)
+                    .push_bind(&record.plugin_version)
+                    .push_bind(&record.plugin_digest)
+                    .push_bind(&record.config_digest)
+                    .push_bind(&record.region)
+                    .push_bind(record.caller_kind)
+                    .push_bind(&record.caller)
+                    .push_bind(&record.action)
+                    .push_bind(&record.input_digest)
+                    .push_bind(record.outcome)
+                    .push_bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
+                    .push_bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
+                    .push_bind(&record.seed);
+            });
+            query.build().persistent(true).execute(&mut *c).await?;
         });
-        query
-            .build()
-            .persistent(true)
-            .execute(&mut *connection)
-            .await?;
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 
 use std::ops::Bound;
 
-use super::{CallStore, Op, db, parse_counter};
+use super::{CallStore, Op, db, parse_counter, read_failure};
+use crate::runtime::Metered;
 use crate::runtime::interfaces::store::{Bounds, Host, IncrementError};
-use crate::runtime::{HostFailure, Metered};
 
 impl Host for Metered<'_, CallStore> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -63,16 +63,16 @@ impl Host for Metered<'_, CallStore> {
             .iter()
             .filter(|(key, value)| value.is_none() && in_range(key))
             .count();
-        let (database, scope) = this.parts()?;
+        let (mut connection, scope) = this.reader().await?;
         let stored = db::keys(
-            database,
+            connection.conn(),
             scope,
             &from,
             to.as_deref(),
             (limit + deleted_here) as i64,
         )
         .await
-        .map_err(|e| HostFailure(format!("store read: {e}")))?;
+        .map_err(read_failure)?;
         let upper = match &to {
             Some(end) => Bound::Excluded(end.clone()),
             None => Bound::Unbounded,

@@ -10,8 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sqlx::{SqliteConnection, SqlitePool};
-
+use crate::db::{Conn, Pool};
 use crate::runtime::{HostFailure, LimitExceeded};
 
 mod host;
@@ -96,7 +95,7 @@ impl WriteSet {
 /// One call's view of its store: the database plus its own buffered writes.
 #[derive(Default)]
 pub struct CallStore {
-    db: Option<SqlitePool>,
+    db: Option<Pool>,
     scope: Option<Arc<Scope>>,
     limits: Option<StoreLimits>,
     /// Every key the call has read or written, with the value it now sees (`None`: absent).
@@ -127,7 +126,7 @@ pub enum ApplyError {
 
 impl CallStore {
     /// A view of `scope`'s data in `db`.
-    pub fn new(db: SqlitePool, scope: Arc<Scope>, limits: StoreLimits) -> Self {
+    pub fn new(db: Pool, scope: Arc<Scope>, limits: StoreLimits) -> Self {
         Self {
             db: Some(db),
             scope: Some(scope),
@@ -149,11 +148,20 @@ impl CallStore {
         self.limits.expect("a call's store is built with limits")
     }
 
-    fn parts(&self) -> Result<(&SqlitePool, &Scope), HostFailure> {
-        match (&self.db, &self.scope) {
-            (Some(db), Some(scope)) => Ok((db, scope)),
-            _ => Err(HostFailure("store used without a database".into())),
-        }
+    fn scope(&self) -> Result<&Scope, HostFailure> {
+        self.scope
+            .as_deref()
+            .ok_or_else(|| HostFailure("store used without a scope".into()))
+    }
+
+    /// A read connection and the scope.
+    async fn reader(&self) -> Result<(crate::db::PooledConn, &Scope), HostFailure> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| HostFailure("store used without a database".into()))?;
+        let connection = db.acquire().await.map_err(read_failure)?;
+        Ok((connection, self.scope()?))
     }
 
     fn check_key(&self, key: &str) -> Result<(), LimitExceeded> {
@@ -177,10 +185,10 @@ impl CallStore {
         if let Some(value) = self.view.get(key) {
             return Ok(value.clone());
         }
-        let (db, scope) = self.parts()?;
-        let value = db::get(db, scope, key)
+        let (mut connection, scope) = self.reader().await?;
+        let value = db::get(connection.conn(), scope, key)
             .await
-            .map_err(|e| HostFailure(format!("store read: {e}")))?;
+            .map_err(read_failure)?;
         self.view.insert(key.to_vec(), value.clone());
         Ok(value)
     }
@@ -196,10 +204,10 @@ impl CallStore {
                 let committed = match self.keys_committed {
                     Some(count) => count,
                     None => {
-                        let (db, scope) = self.parts()?;
-                        let count = db::key_count(db, scope)
+                        let (mut connection, scope) = self.reader().await?;
+                        let count = db::key_count(connection.conn(), scope)
                             .await
-                            .map_err(|e| HostFailure(format!("store read: {e}")))?;
+                            .map_err(read_failure)?;
                         self.keys_committed = Some(count);
                         count
                     }
@@ -216,6 +224,10 @@ impl CallStore {
     }
 }
 
+fn read_failure(error: sqlx::Error) -> HostFailure {
+    HostFailure(format!("store read: {error}"))
+}
+
 /// The counter in `value`, if it holds one: ASCII decimal.
 fn parse_counter(value: Option<&[u8]>) -> Option<i64> {
     match value {
@@ -226,7 +238,7 @@ fn parse_counter(value: Option<&[u8]>) -> Option<i64> {
 
 /// Replays `writes` on `connection`, which must be inside a transaction the caller rolls
 /// back if this fails.
-pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Result<(), ApplyError> {
+pub async fn apply(connection: &mut Conn<'_>, writes: &WriteSet) -> Result<(), ApplyError> {
     let Some(scope) = &writes.scope else {
         return Ok(());
     };
@@ -234,12 +246,12 @@ pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Resu
     for op in &writes.ops {
         match op {
             Op::Put { key, value } => {
-                let existed = db::get(&mut *connection, scope, key).await?.is_some();
-                db::put(&mut *connection, scope, key, value).await?;
+                let existed = db::get(connection.reborrow(), scope, key).await?.is_some();
+                db::put(connection.reborrow(), scope, key, value).await?;
                 keys_added += i64::from(!existed);
             }
             Op::Delete { key } => {
-                keys_added -= i64::from(db::delete(&mut *connection, scope, key).await?);
+                keys_added -= i64::from(db::delete(connection.reborrow(), scope, key).await?);
             }
             Op::Increment {
                 key,
@@ -247,7 +259,7 @@ pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Resu
                 min,
                 max,
             } => {
-                let current = db::get(&mut *connection, scope, key).await?;
+                let current = db::get(connection.reborrow(), scope, key).await?;
                 let conflict = || ApplyError::Conflict {
                     key: String::from_utf8_lossy(key).into_owned(),
                 };
@@ -256,20 +268,26 @@ pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Resu
                 if new < *min || new > *max {
                     return Err(conflict());
                 }
-                db::put(&mut *connection, scope, key, new.to_string().as_bytes()).await?;
+                db::put(
+                    connection.reborrow(),
+                    scope,
+                    key,
+                    new.to_string().as_bytes(),
+                )
+                .await?;
                 keys_added += i64::from(current.is_none());
             }
             Op::CompareAndSwap { key, expected, new } => {
-                let current = db::get(&mut *connection, scope, key).await?;
+                let current = db::get(connection.reborrow(), scope, key).await?;
                 if current != *expected {
                     return Err(ApplyError::Conflict {
                         key: String::from_utf8_lossy(key).into_owned(),
                     });
                 }
                 match new {
-                    Some(value) => db::put(&mut *connection, scope, key, value).await?,
+                    Some(value) => db::put(connection.reborrow(), scope, key, value).await?,
                     None => {
-                        db::delete(&mut *connection, scope, key).await?;
+                        db::delete(connection.reborrow(), scope, key).await?;
                     }
                 }
                 keys_added += i64::from(new.is_some()) - i64::from(current.is_some());
@@ -277,7 +295,7 @@ pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Resu
         }
     }
     if keys_added != 0 {
-        let count = db::add_key_count(&mut *connection, scope, keys_added).await?;
+        let count = db::add_key_count(connection.reborrow(), scope, keys_added).await?;
         if count > writes.keys_max as i64 && keys_added > 0 {
             return Err(ApplyError::KeyLimit(writes.keys_max));
         }
@@ -286,114 +304,117 @@ pub async fn apply(connection: &mut SqliteConnection, writes: &WriteSet) -> Resu
 }
 
 mod db {
-    //! The queries behind the store.
-
-    use sqlx::{Executor, Sqlite};
+    //! The queries behind the store, one text for both backends.
 
     use super::Scope;
+    use crate::db::Conn;
+    use crate::with_conn;
 
-    pub async fn get<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
+    pub async fn get(
+        conn: Conn<'_>,
         scope: &Scope,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT value FROM store_entries WHERE plugin_id = ? AND region = ? AND key = ?",
-        )
-        .bind(&scope.plugin_id)
-        .bind(&scope.region)
-        .bind(key)
-        .fetch_optional(executor)
-        .await
+        with_conn!(conn, c => {
+            sqlx::query_scalar(
+                "SELECT value FROM store_entries WHERE plugin_id = $1 AND region = $2 AND key = $3",
+            )
+            .bind(&scope.plugin_id)
+            .bind(&scope.region)
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await
+        })
     }
 
-    pub async fn put<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
+    pub async fn put(
+        conn: Conn<'_>,
         scope: &Scope,
         key: &[u8],
         value: &[u8],
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO store_entries (plugin_id, region, key, value) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(&scope.plugin_id)
-        .bind(&scope.region)
-        .bind(key)
-        .bind(value)
-        .execute(executor)
-        .await?;
-        Ok(())
+        with_conn!(conn, c => {
+            sqlx::query(
+                "INSERT INTO store_entries (plugin_id, region, key, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(&scope.plugin_id)
+            .bind(&scope.region)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *c)
+            .await
+            .map(drop)
+        })
     }
 
     /// Deletes `key`; returns whether it was there.
-    pub async fn delete<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
-        scope: &Scope,
-        key: &[u8],
-    ) -> Result<bool, sqlx::Error> {
-        let result =
-            sqlx::query("DELETE FROM store_entries WHERE plugin_id = ? AND region = ? AND key = ?")
+    pub async fn delete(conn: Conn<'_>, scope: &Scope, key: &[u8]) -> Result<bool, sqlx::Error> {
+        let rows = with_conn!(conn, c => {
+            sqlx::query("DELETE FROM store_entries WHERE plugin_id = $1 AND region = $2 AND key = $3")
                 .bind(&scope.plugin_id)
                 .bind(&scope.region)
                 .bind(key)
-                .execute(executor)
-                .await?;
-        Ok(result.rows_affected() > 0)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
+        Ok(rows > 0)
     }
 
-    /// Keys in `[from, to)` (`to` = `None`: no upper bound), after `after` if given.
-    pub async fn keys<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
+    /// Keys in `[from, to)` (`to` = `None`: no upper bound), in byte order.
+    pub async fn keys(
+        conn: Conn<'_>,
         scope: &Scope,
         from: &[u8],
         to: Option<&[u8]>,
         limit: i64,
     ) -> Result<Vec<Vec<u8>>, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT key FROM store_entries WHERE plugin_id = ? AND region = ? \
-             AND key >= ? AND (? IS NULL OR key < ?) ORDER BY key LIMIT ?",
-        )
-        .bind(&scope.plugin_id)
-        .bind(&scope.region)
-        .bind(from)
-        .bind(to)
-        .bind(to)
-        .bind(limit)
-        .fetch_all(executor)
-        .await
+        with_conn!(conn, c => {
+            sqlx::query_scalar(
+                "SELECT key FROM store_entries WHERE plugin_id = $1 AND region = $2 \
+                 AND key >= $3 AND ($4 IS NULL OR key < $4) ORDER BY key LIMIT $5",
+            )
+            .bind(&scope.plugin_id)
+            .bind(&scope.region)
+            .bind(from)
+            .bind(to)
+            .bind(limit)
+            .fetch_all(&mut *c)
+            .await
+        })
     }
 
-    pub async fn key_count<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
-        scope: &Scope,
-    ) -> Result<u64, sqlx::Error> {
-        let count: Option<i64> = sqlx::query_scalar(
-            "SELECT key_count FROM store_usage WHERE plugin_id = ? AND region = ?",
-        )
-        .bind(&scope.plugin_id)
-        .bind(&scope.region)
-        .fetch_optional(executor)
-        .await?;
+    pub async fn key_count(conn: Conn<'_>, scope: &Scope) -> Result<u64, sqlx::Error> {
+        let count: Option<i64> = with_conn!(conn, c => {
+            sqlx::query_scalar("SELECT key_count FROM store_usage WHERE plugin_id = $1 AND region = $2")
+                .bind(&scope.plugin_id)
+                .bind(&scope.region)
+                .fetch_optional(&mut *c)
+                .await?
+        });
         Ok(count.unwrap_or(0).max(0) as u64)
     }
 
     /// Adds `delta` to the plugin's key count and returns the new count.
-    pub async fn add_key_count<'e>(
-        executor: impl Executor<'e, Database = Sqlite>,
+    pub async fn add_key_count(
+        conn: Conn<'_>,
         scope: &Scope,
         delta: i64,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO store_usage (plugin_id, region, key_count) VALUES (?, ?, ?) \
-             ON CONFLICT (plugin_id, region) DO UPDATE SET key_count = key_count + excluded.key_count \
-             RETURNING key_count",
-        )
-        .bind(&scope.plugin_id)
-        .bind(&scope.region)
-        .bind(delta)
-        .fetch_one(executor)
-        .await
+        with_conn!(conn, c => {
+            sqlx::query_scalar(
+                "INSERT INTO store_usage (plugin_id, region, key_count) VALUES ($1, $2, $3) \
+                 ON CONFLICT (plugin_id, region) \
+                 DO UPDATE SET key_count = store_usage.key_count + excluded.key_count \
+                 RETURNING key_count",
+            )
+            .bind(&scope.plugin_id)
+            .bind(&scope.region)
+            .bind(delta)
+            .fetch_one(&mut *c)
+            .await
+        })
     }
 }
 
