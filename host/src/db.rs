@@ -68,10 +68,12 @@ impl Pool {
         })
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so a transaction that reads before it writes waits for other writers instead of failing
+    /// when it upgrades.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
-            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
         })
     }

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod invocation;
+pub mod ledger;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

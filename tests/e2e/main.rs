@@ -5,4 +5,5 @@ mod auth;
 mod errors;
 mod hello;
 mod hostile;
+mod ledger;
 mod loading;

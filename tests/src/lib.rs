@@ -152,6 +152,77 @@ fn uuid_like() -> String {
     )
 }
 
+/// A migrated database on the running test's [`Backend`], with a pool of several writers
+/// (unlike a host, which writes through one connection), for tests of concurrent transactions.
+pub struct TestDb {
+    /// Connections that may all write at once.
+    pub pool: lifecircle::db::Pool,
+    _dir: TempDir,
+    schema: Option<String>,
+}
+
+impl TestDb {
+    /// Connections in [`TestDb::pool`].
+    pub const CONNECTIONS: u32 = 16;
+
+    /// A fresh database.
+    pub async fn open() -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, schema) = match Backend::current() {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("ledger.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let (schema, url) = postgres_schema().await;
+                (url, Some(schema))
+            }
+        };
+        // Migrate through the host's own opening path.
+        lifecircle::db::Db::open(&url)
+            .await
+            .expect("open")
+            .close()
+            .await;
+        let pool = match Backend::current() {
+            Backend::Sqlite => {
+                let options =
+                    <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+                        .expect("url")
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .busy_timeout(Duration::from_secs(60));
+                lifecircle::db::Pool::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(Self::CONNECTIONS)
+                        .connect_with(options)
+                        .await
+                        .expect("sqlite pool"),
+                )
+            }
+            Backend::Postgres => lifecircle::db::Pool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(Self::CONNECTIONS)
+                    .connect(&url)
+                    .await
+                    .expect("postgres pool"),
+            ),
+        };
+        TestDb {
+            pool,
+            _dir: dir,
+            schema,
+        }
+    }
+
+    /// Closes the pool and removes the database.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(schema) = &self.schema {
+            drop_postgres_schema(schema).await;
+        }
+    }
+}
+
 /// Panics seen on host threads since the harness started.
 static HOST_PANICS: AtomicUsize = AtomicUsize::new(0);
 
