@@ -185,6 +185,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                                 request_id: format!("bench-{thread}-{counter}"),
                                 idempotency_key: None,
                             },
+                            Some("bench-customer"),
                         );
                         let state = state.clone();
                         let plugin = plugin.clone();

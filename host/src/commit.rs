@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{self, InvocationRecord};
 use crate::db::Db;
 use crate::error::ErrorCode;
+use crate::ledger::LedgerError;
 use crate::store::{self, ApplyError, WriteSet};
 
 /// Calls committed in one transaction at most.
@@ -28,6 +29,14 @@ pub enum CommitError {
     /// The writes would pass the plugin's key limit.
     #[error("the plugin would keep more than {0} store keys")]
     KeyLimit(u64),
+    /// A ledger rule no longer held when the call committed.
+    #[error("{message}; nothing was written, retry the request")]
+    Ledger {
+        /// The rule's code.
+        code: ErrorCode,
+        /// What happened.
+        message: String,
+    },
     /// The database failed; nothing of the batch was written.
     #[error("the database is unavailable")]
     Unavailable,
@@ -39,6 +48,7 @@ impl CommitError {
         match self {
             CommitError::Conflict(_) => ErrorCode::StoreConflict,
             CommitError::KeyLimit(_) => ErrorCode::PluginStoreKeyLimit,
+            CommitError::Ledger { code, .. } => *code,
             CommitError::Unavailable => ErrorCode::Internal,
         }
     }
@@ -156,13 +166,7 @@ async fn write_batch(
                 Err(error) => {
                     connection.execute("ROLLBACK TO SAVEPOINT call").await?;
                     connection.execute("RELEASE SAVEPOINT call").await?;
-                    result = Err(match error {
-                        ApplyError::Conflict { key } => {
-                            CommitError::Conflict(format!("store key {key:?}"))
-                        }
-                        ApplyError::KeyLimit(max) => CommitError::KeyLimit(max),
-                        ApplyError::Database(_) => unreachable!("returned above"),
-                    });
+                    result = Err(commit_error(error));
                 }
             }
         }
@@ -175,4 +179,28 @@ async fn write_batch(
     audit::insert_all(&mut connection, &records).await?;
     transaction.commit().await?;
     Ok(results)
+}
+
+/// What a call learns when its writes no longer hold at commit.
+fn commit_error(error: ApplyError) -> CommitError {
+    match error {
+        ApplyError::Conflict { key } => CommitError::Conflict(format!("store key {key:?}")),
+        ApplyError::KeyLimit(max) => CommitError::KeyLimit(max),
+        ApplyError::Ledger(rule) => CommitError::Ledger {
+            code: match rule {
+                LedgerError::PointsInsufficient { .. } => ErrorCode::PointsInsufficient,
+                LedgerError::BudgetExhausted { .. } => ErrorCode::BudgetExhausted,
+                _ => ErrorCode::LedgerConflict,
+            },
+            message: format!("when the call committed: {rule}"),
+        },
+        ApplyError::KeyTaken(key) => CommitError::Ledger {
+            code: ErrorCode::LedgerConflict,
+            message: format!("idempotency key {key:?} was used by another call first"),
+        },
+        ApplyError::Database(error) => {
+            tracing::error!(%error, "commit failed");
+            CommitError::Unavailable
+        }
+    }
 }

@@ -49,6 +49,67 @@ pub struct Config {
     /// Settings of the WebAssembly engine shared by all plugins.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Settings of the points ledger.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+/// Settings of the points ledger.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Days awarded points stay valid when a plugin's manifest does not say.
+    #[serde(default = "default_points_validity_days")]
+    pub points_validity_days: u32,
+    /// The longest validity a plugin may give points. Bounds how long a campaign's points
+    /// stay a liability.
+    #[serde(default = "default_points_validity_days_max")]
+    pub points_validity_days_max: u32,
+    /// The longest a plugin may hold a customer's points. Bounds how long points can be
+    /// frozen.
+    #[serde(default = "default_hold_seconds_max")]
+    pub hold_seconds_max: u32,
+    /// Postings one history page returns at most. Bounds one read's work.
+    #[serde(default = "default_history_limit_max")]
+    pub history_limit_max: u32,
+    /// Ledger writes one plugin call may make. Bounds one commit's work.
+    #[serde(default = "default_writes_per_call_max")]
+    pub writes_per_call_max: u32,
+    /// How often expired points are swept to the expired account, in seconds.
+    #[serde(default = "default_sweep_interval_seconds")]
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            points_validity_days: default_points_validity_days(),
+            points_validity_days_max: default_points_validity_days_max(),
+            hold_seconds_max: default_hold_seconds_max(),
+            history_limit_max: default_history_limit_max(),
+            writes_per_call_max: default_writes_per_call_max(),
+            sweep_interval_seconds: default_sweep_interval_seconds(),
+        }
+    }
+}
+
+fn default_points_validity_days() -> u32 {
+    365
+}
+fn default_points_validity_days_max() -> u32 {
+    730
+}
+fn default_hold_seconds_max() -> u32 {
+    24 * 3600
+}
+fn default_history_limit_max() -> u32 {
+    100
+}
+fn default_writes_per_call_max() -> u32 {
+    32
+}
+fn default_sweep_interval_seconds() -> u64 {
+    60
 }
 
 /// How customers prove who they are.
@@ -62,6 +123,11 @@ pub struct AuthConfig {
     /// Clock skew tolerated when checking a token's `exp`, in seconds.
     #[serde(default = "default_token_leeway_seconds")]
     pub token_leeway_seconds: u64,
+    /// The bootstrap admin token (at least 32 bytes) for `/admin/v1/...`, until admin accounts
+    /// exist. Unset means a random one kept in the database, printed by `serve` in
+    /// development mode.
+    #[serde(default)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -69,6 +135,7 @@ impl Default for AuthConfig {
         Self {
             token_secret: None,
             token_leeway_seconds: default_token_leeway_seconds(),
+            admin_token: None,
         }
     }
 }
@@ -441,6 +508,27 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "auth.token_secret must be at least 32 bytes".into(),
+            ));
+        }
+        if let Some(token) = &self.auth.admin_token
+            && token.len() < 32
+        {
+            return Err(ConfigError::Invalid(
+                "auth.admin_token must be at least 32 bytes".into(),
+            ));
+        }
+        let ledger = &self.ledger;
+        if ledger.points_validity_days == 0
+            || ledger.points_validity_days > ledger.points_validity_days_max
+            || ledger.hold_seconds_max == 0
+            || ledger.history_limit_max == 0
+            || ledger.writes_per_call_max == 0
+            || ledger.sweep_interval_seconds == 0
+        {
+            return Err(ConfigError::Invalid(
+                "ledger: every value must be at least 1, and points_validity_days at most \
+                 points_validity_days_max"
+                    .into(),
             ));
         }
         if self.engine.instances_max == 0 || self.engine.epoch_tick_ms == 0 {

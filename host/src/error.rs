@@ -42,6 +42,14 @@ pub enum ErrorCode {
     ScenarioConflict,
     /// Another call changed what this call's writes depended on; nothing was written.
     StoreConflict,
+    /// When the call committed, the customer no longer had the points it spent or held.
+    PointsInsufficient,
+    /// When the call committed, the plugin's budget could no longer cover its awards.
+    BudgetExhausted,
+    /// When the call committed, another call had changed what its ledger writes depended on.
+    LedgerConflict,
+    /// No valid admin token.
+    AdminTokenInvalid,
     /// The request body is larger than the plugin accepts.
     RequestTooLarge,
     /// The plugin refused the request.
@@ -56,6 +64,8 @@ pub enum ErrorCode {
     PluginHostCallLimit,
     /// The plugin logged more bytes than allowed.
     PluginLogLimit,
+    /// The plugin made more ledger writes in one call than allowed.
+    PluginLedgerWriteLimit,
     /// Every plugin instance slot is busy.
     HostOverloaded,
     /// The plugin ran past its wall-clock deadline.
@@ -80,7 +90,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -93,6 +103,10 @@ impl ErrorCode {
         ErrorCode::ScenarioActionUnknown,
         ErrorCode::ScenarioConflict,
         ErrorCode::StoreConflict,
+        ErrorCode::PointsInsufficient,
+        ErrorCode::BudgetExhausted,
+        ErrorCode::LedgerConflict,
+        ErrorCode::AdminTokenInvalid,
         ErrorCode::RequestTooLarge,
         ErrorCode::ScenarioRefused,
         ErrorCode::PluginTrapped,
@@ -100,6 +114,7 @@ impl ErrorCode {
         ErrorCode::PluginResponseInvalid,
         ErrorCode::PluginHostCallLimit,
         ErrorCode::PluginLogLimit,
+        ErrorCode::PluginLedgerWriteLimit,
         ErrorCode::HostOverloaded,
         ErrorCode::PluginDeadlineExceeded,
         ErrorCode::PluginFuelExhausted,
@@ -127,6 +142,10 @@ impl ErrorCode {
             ErrorCode::ScenarioActionUnknown => "scenario_action_unknown",
             ErrorCode::ScenarioConflict => "scenario_conflict",
             ErrorCode::StoreConflict => "store_conflict",
+            ErrorCode::PointsInsufficient => "points_insufficient",
+            ErrorCode::BudgetExhausted => "budget_exhausted",
+            ErrorCode::LedgerConflict => "ledger_conflict",
+            ErrorCode::AdminTokenInvalid => "admin_token_invalid",
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::ScenarioRefused => "scenario_refused",
             ErrorCode::PluginTrapped => "plugin_trapped",
@@ -134,6 +153,7 @@ impl ErrorCode {
             ErrorCode::PluginResponseInvalid => "plugin_response_invalid",
             ErrorCode::PluginHostCallLimit => "plugin_host_call_limit",
             ErrorCode::PluginLogLimit => "plugin_log_limit",
+            ErrorCode::PluginLedgerWriteLimit => "plugin_ledger_write_limit",
             ErrorCode::HostOverloaded => "host_overloaded",
             ErrorCode::PluginDeadlineExceeded => "plugin_deadline_exceeded",
             ErrorCode::PluginFuelExhausted => "plugin_fuel_exhausted",
@@ -158,21 +178,27 @@ impl ErrorCode {
             ErrorCode::BodyInvalidJson
             | ErrorCode::RequestInvalid
             | ErrorCode::ScenarioInvalidInput => StatusCode::BAD_REQUEST,
-            ErrorCode::TokenMissing | ErrorCode::TokenInvalid | ErrorCode::TokenExpired => {
-                StatusCode::UNAUTHORIZED
-            }
+            ErrorCode::TokenMissing
+            | ErrorCode::TokenInvalid
+            | ErrorCode::TokenExpired
+            | ErrorCode::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
             ErrorCode::RouteNotFound
             | ErrorCode::PluginNotFound
             | ErrorCode::ScenarioActionUnknown => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::ScenarioConflict | ErrorCode::StoreConflict => StatusCode::CONFLICT,
+            ErrorCode::ScenarioConflict
+            | ErrorCode::StoreConflict
+            | ErrorCode::PointsInsufficient
+            | ErrorCode::BudgetExhausted
+            | ErrorCode::LedgerConflict => StatusCode::CONFLICT,
             ErrorCode::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::ScenarioRefused => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::PluginTrapped
             | ErrorCode::PluginResponseTooLarge
             | ErrorCode::PluginResponseInvalid
             | ErrorCode::PluginHostCallLimit
-            | ErrorCode::PluginLogLimit => StatusCode::BAD_GATEWAY,
+            | ErrorCode::PluginLogLimit
+            | ErrorCode::PluginLedgerWriteLimit => StatusCode::BAD_GATEWAY,
             ErrorCode::HostOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PluginDeadlineExceeded | ErrorCode::PluginFuelExhausted => {
                 StatusCode::GATEWAY_TIMEOUT

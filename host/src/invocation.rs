@@ -10,15 +10,19 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::audit::InvocationRecord;
 use crate::error::{ApiError, ErrorCode};
+use crate::ledger::{CallLedger, LedgerSettings};
 use crate::registry::Plugin;
 use crate::runtime::{CallError, CallInput, Caller, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
 
 /// Runs `call` on `plugin` and returns the plugin's JSON response.
+///
+/// `customer` is the caller's bank customer number, for the ledger; the plugin never sees it.
 pub async fn invoke(
     state: &AppState,
     plugin: &Arc<Plugin>,
     call: Request,
+    customer: Option<&str>,
 ) -> Result<String, ApiError> {
     let limits = plugin.limits;
     if call.body.len() as u64 > limits.request_bytes_max {
@@ -31,7 +35,7 @@ pub async fn invoke(
             ),
         ));
     }
-    let (input, mut record) = prepare(state, plugin, call);
+    let (input, mut record) = prepare(state, plugin, call, customer);
     let output = state.runtime.call(&plugin.compiled, input).await;
     record.fuel_consumed = output.fuel_consumed;
     record.duration_us = output.elapsed.as_micros() as u64;
@@ -63,6 +67,7 @@ pub fn prepare(
     state: &AppState,
     plugin: &Arc<Plugin>,
     call: Request,
+    customer: Option<&str>,
 ) -> (CallInput, InvocationRecord) {
     let limits = plugin.limits;
     let now = SystemTime::now();
@@ -106,8 +111,27 @@ pub fn prepare(
         duration_us: 0,
         seed: hex::encode(seed),
     };
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let ledger_config = &state.config.ledger;
+    let ledger = CallLedger::new(
+        state.db.read.clone(),
+        &plugin.manifest.id,
+        &call.region,
+        customer.map(str::to_owned),
+        LedgerSettings {
+            now_ms,
+            points_validity_ms: plugin.points_validity_ms,
+            hold_seconds_max: ledger_config.hold_seconds_max,
+            history_limit_max: ledger_config.history_limit_max,
+            writes_per_call_max: ledger_config.writes_per_call_max,
+        },
+    );
     let input = CallInput {
         request: call,
+        ledger,
         now,
         seed,
         store,

@@ -50,6 +50,24 @@ pub struct Services {
     pub seed_key: Vec<u8>,
     /// Whether the token secret is the generated development secret.
     pub development_secret: bool,
+    /// The admin token (from config, or generated into the database).
+    pub admin_token: String,
+    /// sha256 of the admin token, compared in constant time.
+    admin_token_digest: [u8; 32],
+}
+
+impl Services {
+    /// Whether `presented` is the admin token, compared in constant time (by digest, so the
+    /// comparison leaks neither the token nor its length).
+    pub fn admin_token_matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest
+            .iter()
+            .zip(self.admin_token_digest.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
 }
 
 /// Why the host could not start.
@@ -135,8 +153,27 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         .await
         .expect("plugin loading does not panic")?
     };
+    let admin_token = match &config.auth.admin_token {
+        Some(token) => token.clone(),
+        None => hex::encode(
+            db.secret("admin")
+                .await
+                .map_err(|source| StartError::Database {
+                    url: db::redacted(&config.database_url()),
+                    source,
+                })?,
+        ),
+    };
+    let admin_token_digest = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(admin_token.as_bytes()).into()
+    };
     let metrics = metrics::Metrics::new(registry.iter().map(|p| p.manifest.id.as_str()));
     let committer = commit::Committer::start(db.clone());
+    ledger::start_sweeper(
+        db.clone(),
+        std::time::Duration::from_secs(config.ledger.sweep_interval_seconds),
+    );
     Ok(Arc::new(Services {
         config,
         db,
@@ -147,6 +184,8 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics,
         seed_key,
         development_secret,
+        admin_token,
+        admin_token_digest,
     }))
 }
 

@@ -141,6 +141,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         } else {
             "$(lifecircle token --customer demo-customer --region cn)".to_owned()
         };
+        if state.development_secret {
+            println!("Admin token (development): {}", state.admin_token);
+        }
         println!("Try it:");
         println!(
             "  curl -s -X POST http://{address}/v1/scenarios/hello/echo -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"hello\":\"world\"}}'"

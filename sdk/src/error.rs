@@ -10,7 +10,7 @@ use crate::__private::bindings::lifecircle::scenario::types::{
 ///
 /// Each case carries a stable snake_case `code` the app can branch on and a `message` a person
 /// can read. Returning an error from [`Scenario::handle`](crate::Scenario::handle) discards
-/// everything the call wrote to [`store`](crate::store).
+/// everything the call wrote to [`store`](crate::store) and the [`ledger`](crate::ledger).
 ///
 /// | Case | HTTP status | Host `code` |
 /// |------|-------------|-------------|
@@ -142,6 +142,16 @@ impl ScenarioError {
             | Self::Conflict { message, .. } => Some(message),
             Self::UnknownAction => None,
         }
+    }
+
+    /// The refusal for a call that needs a customer but has none: shared by
+    /// [`Request::require_customer`](crate::Request::require_customer) and the ledger's
+    /// `NotACustomer`, so the app sees one code for one situation.
+    pub(crate) fn customer_required() -> Self {
+        Self::refused(
+            "customer_required",
+            "This action can only be called by a customer.",
+        )
     }
 
     pub(crate) fn into_raw(self) -> RawScenarioError {

@@ -3,7 +3,7 @@
 //! A scenario plugin is a WebAssembly component that the Lifecircle host calls once per
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
-//! capability in a module ([`store`], [`config`], [`random`], [`clock`], [`log`]).
+//! capability in a module ([`store`], [`ledger`], [`config`], [`random`], [`clock`], [`log`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -31,7 +31,7 @@
 //! Every call runs in a fresh instance under limits the bank sets (instructions, wall-clock
 //! time, memory, host calls, log bytes, response bytes, store sizes). Going past a limit or
 //! panicking stops the call and, like returning an `Err`, discards everything the call wrote
-//! to [`store`].
+//! to [`store`] and the [`ledger`].
 //!
 //! The capability functions only work inside the host: on any other target they panic, so a
 //! plugin's native unit tests should exercise its pure logic (parsing, validation, responses).
@@ -39,6 +39,7 @@
 pub mod clock;
 pub mod config;
 mod error;
+pub mod ledger;
 pub mod log;
 pub mod random;
 mod request;
@@ -52,8 +53,8 @@ pub use response::Response;
 /// A scenario plugin: answers one request at a time.
 ///
 /// The host creates a fresh instance of the plugin for every call, so nothing survives
-/// between calls except what the plugin writes to [`store`]. Those writes are committed only
-/// if `handle` returns `Ok`.
+/// between calls except what the plugin writes to [`store`] and the [`ledger`]. Those writes
+/// are committed only if `handle` returns `Ok`.
 ///
 /// ```
 /// use lifecircle_sdk::{Request, Response, Scenario, ScenarioError};

@@ -231,12 +231,8 @@ impl Request {
     /// assert_eq!(error.code(), Some("customer_required"));
     /// ```
     pub fn require_customer(&self) -> Result<&str, ScenarioError> {
-        self.customer_pseudonym().ok_or_else(|| {
-            ScenarioError::refused(
-                "customer_required",
-                "This action can only be called by a customer.",
-            )
-        })
+        self.customer_pseudonym()
+            .ok_or_else(ScenarioError::customer_required)
     }
 
     /// The request body as JSON text (`null` when the client sent no body).

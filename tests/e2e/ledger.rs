@@ -55,6 +55,7 @@ async fn run(pool: &Pool, key: &str, now_ms: i64, op: Op<'_>) -> Result<String, 
         key,
         now_ms,
         memo: "test",
+        id: None,
     };
     let mut conn = transaction.conn();
     let result = match op {

@@ -7,3 +7,4 @@ mod hello;
 mod hostile;
 mod ledger;
 mod loading;
+mod points;

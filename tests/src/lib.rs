@@ -439,7 +439,23 @@ impl TestHost {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Reply {
+        self.request_with_headers(method, path, token, body, &[])
+            .await
+    }
+
+    /// Any request with extra headers.
+    pub async fn request_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut request = self.client.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -37,3 +37,28 @@ impl FromRequestParts<AppState> for AuthenticatedCustomer {
         })
     }
 }
+
+/// A request carrying the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        if state.admin_token_matches(presented) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                ErrorCode::AdminTokenInvalid,
+                "admin endpoints need `Authorization: Bearer <admin token>` (auth.admin_token)",
+            ))
+        }
+    }
+}

@@ -2,13 +2,16 @@
 //! with a request id and tracing span for every request and our JSON error for every failure,
 //! including unknown routes and wrong methods.
 
+mod admin;
 mod auth;
+mod body;
 mod health;
+mod points;
 mod scenarios;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tracing::Instrument;
@@ -16,7 +19,7 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
 
-pub use auth::AuthenticatedCustomer;
+pub use auth::{Admin, AuthenticatedCustomer};
 
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -25,6 +28,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(scenarios::router())
+        .merge(points::router())
+        .merge(admin::router())
         .merge(health::router())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -65,4 +70,30 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "this endpoint does not take this method",
     )
+}
+
+/// Longest accepted `Idempotency-Key`.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// The request's `Idempotency-Key` header, checked: 1 to 128 visible ASCII characters.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::RequestInvalid,
+            format!(
+                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+            ),
+        )
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty()
+        || key.len() > IDEMPOTENCY_KEY_BYTES_MAX
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
 }

@@ -1,7 +1,7 @@
 //! Customer scenario endpoints: `GET /v1/scenarios` lists what the caller may use,
 //! `POST /v1/scenarios/{plugin}/{action}` calls a plugin with a JSON body.
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -11,7 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::{AuthenticatedCustomer, current_request_id};
+use super::body::read_json_text;
+use super::{AuthenticatedCustomer, current_request_id, idempotency_key};
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::invocation;
@@ -19,8 +20,6 @@ use crate::runtime::{Caller, Request};
 
 /// Longest accepted action name.
 const ACTION_BYTES_MAX: usize = 64;
-/// Longest accepted `Idempotency-Key`.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
 /// The scenario routes.
 pub fn router() -> Router<AppState> {
@@ -81,7 +80,18 @@ async fn call(
         ));
     }
     let idempotency_key = idempotency_key(&headers)?;
-    let body = read_json_body(body, plugin.limits.request_bytes_max).await?;
+    let body = read_json_text(body, plugin.limits.request_bytes_max)
+        .await
+        .map_err(|error| match error.code() {
+            ErrorCode::RequestTooLarge => ApiError::new(
+                ErrorCode::RequestTooLarge,
+                format!(
+                    "the request body is over this scenario's limit of {} bytes",
+                    plugin.limits.request_bytes_max
+                ),
+            ),
+            _ => error,
+        })?;
     let pseudonym = state.identity.pseudonym(&plugin.manifest.id, &customer.id);
     let response = invocation::invoke(
         &state,
@@ -94,58 +104,8 @@ async fn call(
             request_id: current_request_id(),
             idempotency_key,
         },
+        Some(&customer.id),
     )
     .await?;
     Ok(([(CONTENT_TYPE, "application/json")], response).into_response())
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let invalid = || {
-        ApiError::new(
-            ErrorCode::RequestInvalid,
-            format!(
-                "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
-            ),
-        )
-    };
-    let key = value.to_str().map_err(|_| invalid())?;
-    if key.is_empty()
-        || key.len() > IDEMPOTENCY_KEY_BYTES_MAX
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(invalid());
-    }
-    Ok(Some(key.to_owned()))
-}
-
-/// Reads a body of at most `limit` bytes that must be JSON; an empty body is `null`.
-async fn read_json_body(body: Body, limit: u64) -> Result<String, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::RequestTooLarge,
-            format!("the request body is over this scenario's limit of {limit} bytes"),
-        )
-    };
-    let bytes = to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|_| too_large())?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok("null".to_owned());
-    }
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-        ApiError::new(
-            ErrorCode::BodyInvalidJson,
-            "the request body is not UTF-8 JSON",
-        )
-    })?;
-    if let Err(error) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
-        return Err(ApiError::new(
-            ErrorCode::BodyInvalidJson,
-            format!("the request body is not valid JSON: {error}"),
-        ));
-    }
-    Ok(text)
 }

@@ -23,6 +23,9 @@
 use crate::db::Conn;
 use crate::with_conn;
 
+mod host;
+pub use host::{BufferedOperation, CallLedger, LedgerSettings, to_wit_posting};
+
 /// An account in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Account {
@@ -154,6 +157,15 @@ pub struct Request<'a> {
     pub now_ms: i64,
     /// A note kept with the posting, shown in histories.
     pub memo: &'a str,
+    /// The id to give what the request creates (a posting or a hold), when the caller chose
+    /// it in advance (a plugin call learns its ids before it commits); otherwise a new one.
+    pub id: Option<&'a str>,
+}
+
+impl Request<'_> {
+    fn new_id(&self) -> String {
+        self.id.map_or_else(new_id, str::to_owned)
+    }
 }
 
 /// The idempotency scope of admin operations (no plugin id starts with `~`).
@@ -193,8 +205,254 @@ pub struct Posting {
     pub memo: String,
 }
 
+/// A write a plugin call makes, buffered during the call and replayed at commit with
+/// [`apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// [`award`].
+    Award {
+        /// Bank customer number.
+        customer: String,
+        /// Points.
+        amount: i64,
+        /// Expiry of the lot.
+        expires_at_ms: i64,
+    },
+    /// [`spend`].
+    Spend {
+        /// Bank customer number.
+        customer: String,
+        /// Points.
+        amount: i64,
+    },
+    /// [`hold`].
+    Hold {
+        /// Bank customer number.
+        customer: String,
+        /// Points.
+        amount: i64,
+        /// When the hold lapses.
+        expires_at_ms: i64,
+    },
+    /// [`capture`].
+    Capture {
+        /// The hold.
+        hold: String,
+        /// Points.
+        amount: i64,
+    },
+    /// [`release`].
+    Release {
+        /// The hold.
+        hold: String,
+    },
+    /// [`reverse`].
+    Reverse {
+        /// The posting.
+        posting: String,
+    },
+}
+
+impl Operation {
+    /// What identifies the request behind an idempotency key: a retry must match it.
+    pub fn fingerprint(&self, plugin_id: &str, region: &str) -> String {
+        let budget = || {
+            Account::Budget {
+                plugin_id: plugin_id.to_owned(),
+                region: region.to_owned(),
+            }
+            .id()
+        };
+        let sink = || {
+            Account::Sink {
+                plugin_id: plugin_id.to_owned(),
+                region: region.to_owned(),
+            }
+            .id()
+        };
+        match self {
+            Operation::Award {
+                customer, amount, ..
+            } => format!("award:{}:customer:{customer}:{amount}", budget()),
+            Operation::Spend { customer, amount } => {
+                format!("spend:customer:{customer}:{}:{amount}", sink())
+            }
+            Operation::Hold {
+                customer, amount, ..
+            } => format!("hold:customer:{customer}:{plugin_id}:{region}:{amount}"),
+            Operation::Capture { hold, amount } => format!("capture:{hold}:{amount}"),
+            Operation::Release { hold } => format!("release:{hold}"),
+            Operation::Reverse { posting } => format!("reverse:{posting}"),
+        }
+    }
+}
+
+/// Applies `operation` of `plugin_id` in `region`. Returns the id of what it created (the
+/// posting, the hold, or for a release the hold).
+pub async fn apply(
+    conn: &mut Conn<'_>,
+    request: &Request<'_>,
+    plugin_id: &str,
+    region: &str,
+    operation: &Operation,
+) -> Result<String, LedgerError> {
+    match operation {
+        Operation::Award {
+            customer,
+            amount,
+            expires_at_ms,
+        } => {
+            award(
+                conn,
+                request,
+                plugin_id,
+                region,
+                customer,
+                *amount,
+                *expires_at_ms,
+            )
+            .await
+        }
+        Operation::Spend { customer, amount } => {
+            spend(conn, request, plugin_id, region, customer, *amount).await
+        }
+        Operation::Hold {
+            customer,
+            amount,
+            expires_at_ms,
+        } => {
+            hold(
+                conn,
+                request,
+                plugin_id,
+                region,
+                customer,
+                *amount,
+                *expires_at_ms,
+            )
+            .await
+        }
+        Operation::Capture { hold, amount } => {
+            capture(conn, request, plugin_id, hold, *amount).await
+        }
+        Operation::Release { hold } => release(conn, request, plugin_id, hold)
+            .await
+            .map(|()| hold.clone()),
+        Operation::Reverse { posting } => reverse(conn, request, plugin_id, posting).await,
+    }
+}
+
+/// The stored result and fingerprint of an idempotency key, if it was used.
+pub async fn lookup_key(
+    conn: &mut Conn<'_>,
+    scope: &str,
+    key: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    with_conn!(conn.reborrow(), c => {
+        sqlx::query_as("SELECT fingerprint, result FROM ledger_idempotency WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await
+    })
+}
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// A hold as the call-time view needs it.
+#[derive(Debug, Clone)]
+pub struct HoldState {
+    /// Bank customer number.
+    pub customer: String,
+    /// Points held.
+    pub amount: i64,
+    /// `open`, `captured`, `released` or `expired`.
+    pub status: String,
+    /// When it lapses.
+    pub expires_at_ms: i64,
+}
+
+/// The hold `hold` of `plugin_id`, if it exists.
+pub async fn hold_state(
+    conn: &mut Conn<'_>,
+    plugin_id: &str,
+    hold: &str,
+) -> Result<Option<HoldState>, sqlx::Error> {
+    let row: Option<(String, i64, String, i64)> = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(
+            "SELECT account_id, amount, status, expires_at_ms FROM ledger_holds \
+             WHERE id = $1 AND plugin_id = $2",
+        )
+        .bind(hold)
+        .bind(plugin_id)
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    Ok(
+        row.map(|(account, amount, status, expires_at_ms)| HoldState {
+            customer: account
+                .strip_prefix("customer:")
+                .unwrap_or_default()
+                .to_owned(),
+            amount,
+            status,
+            expires_at_ms,
+        }),
+    )
+}
+
+/// A posting as the call-time view needs it.
+#[derive(Debug, Clone)]
+pub struct PostingState {
+    /// `award`, `spend`, ...
+    pub kind: String,
+    /// Points moved.
+    pub amount: i64,
+    /// The customer it involved, if one did.
+    pub customer: Option<String>,
+    /// Whether it was reversed.
+    pub reversed: bool,
+}
+
+/// The posting `posting` of `plugin_id`, if it exists.
+pub async fn posting_state(
+    conn: &mut Conn<'_>,
+    plugin_id: &str,
+    posting: &str,
+) -> Result<Option<PostingState>, sqlx::Error> {
+    let row: Option<(String, i64, String, String)> = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(
+            "SELECT kind, amount, from_account, to_account FROM ledger_postings \
+             WHERE id = $1 AND plugin_id = $2",
+        )
+        .bind(posting)
+        .bind(plugin_id)
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    let Some((kind, amount, from, to)) = row else {
+        return Ok(None);
+    };
+    let reversed = already_reversed(conn, posting).await.is_err();
+    let customer = [from, to]
+        .into_iter()
+        .find_map(|account| account.strip_prefix("customer:").map(str::to_owned));
+    Ok(Some(PostingState {
+        kind,
+        amount,
+        customer,
+        reversed,
+    }))
+}
+
+/// The bank customer number of a customer account.
+fn customer_number(account: &Account) -> String {
+    match account {
+        Account::Customer(customer) => customer.clone(),
+        other => unreachable!("{other:?} is not a customer"),
+    }
 }
 
 /// Makes sure `account` exists.
@@ -228,14 +486,7 @@ async fn remembered(
     request: &Request<'_>,
     fingerprint: &str,
 ) -> Result<Option<String>, LedgerError> {
-    let stored: Option<(String, String)> = with_conn!(conn.reborrow(), c => {
-        sqlx::query_as("SELECT fingerprint, result FROM ledger_idempotency WHERE scope = $1 AND key = $2")
-            .bind(request.scope)
-            .bind(request.key)
-            .fetch_optional(&mut *c)
-            .await?
-    });
-    match stored {
+    match lookup_key(conn, request.scope, request.key).await? {
         None => Ok(None),
         Some((stored_fingerprint, result)) if stored_fingerprint == fingerprint => Ok(Some(result)),
         Some(_) => Err(LedgerError::ExistsWithDifferentAmount(
@@ -291,7 +542,7 @@ async fn post(
     assert!(amount > 0, "postings move positive amounts");
     ensure_account(conn, from).await?;
     ensure_account(conn, to).await?;
-    let id = new_id();
+    let id = request.new_id();
     let (plugin_id, region) = plugin.unzip();
     with_conn!(conn.reborrow(), c => {
         sqlx::query(
@@ -452,7 +703,12 @@ pub async fn award(
     };
     let customer = Account::Customer(customer.to_owned());
     let remaining = lock(conn, &budget).await?;
-    let fingerprint = format!("award:{}:{}:{amount}", budget.id(), customer.id());
+    let fingerprint = Operation::Award {
+        customer: customer_number(&customer),
+        amount,
+        expires_at_ms,
+    }
+    .fingerprint(plugin_id, region);
     if let Some(posting) = remembered(conn, request, &fingerprint).await? {
         return Ok(posting);
     }
@@ -509,7 +765,11 @@ pub async fn spend(
         region: region.to_owned(),
     };
     lock(conn, &customer).await?;
-    let fingerprint = format!("spend:{}:{}:{amount}", customer.id(), sink.id());
+    let fingerprint = Operation::Spend {
+        customer: customer_number(&customer),
+        amount,
+    }
+    .fingerprint(plugin_id, region);
     if let Some(posting) = remembered(conn, request, &fingerprint).await? {
         return Ok(posting);
     }
@@ -577,7 +837,12 @@ pub async fn hold(
     positive(amount)?;
     let customer = Account::Customer(customer.to_owned());
     lock(conn, &customer).await?;
-    let fingerprint = format!("hold:{}:{plugin_id}:{region}:{amount}", customer.id());
+    let fingerprint = Operation::Hold {
+        customer: customer_number(&customer),
+        amount,
+        expires_at_ms,
+    }
+    .fingerprint(plugin_id, region);
     if let Some(hold) = remembered(conn, request, &fingerprint).await? {
         return Ok(hold);
     }
@@ -590,7 +855,7 @@ pub async fn hold(
             requested: amount,
         });
     }
-    let hold = new_id();
+    let hold = request.new_id();
     with_conn!(conn.reborrow(), c => {
         sqlx::query(
             "INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, created_at_ms, \
@@ -683,7 +948,11 @@ pub async fn capture(
 ) -> Result<String, LedgerError> {
     positive(amount)?;
     let customer = lock_hold_owner(conn, plugin_id, hold).await?;
-    let fingerprint = format!("capture:{hold}:{amount}");
+    let fingerprint = Operation::Capture {
+        hold: hold.to_owned(),
+        amount,
+    }
+    .fingerprint(plugin_id, "");
     if let Some(posting) = remembered(conn, request, &fingerprint).await? {
         return Ok(posting);
     }
@@ -723,7 +992,10 @@ pub async fn release(
     hold: &str,
 ) -> Result<(), LedgerError> {
     lock_hold_owner(conn, plugin_id, hold).await?;
-    let fingerprint = format!("release:{hold}");
+    let fingerprint = Operation::Release {
+        hold: hold.to_owned(),
+    }
+    .fingerprint(plugin_id, "");
     if remembered(conn, request, &fingerprint).await?.is_some() {
         return Ok(());
     }
@@ -744,7 +1016,10 @@ pub async fn reverse(
     plugin_id: &str,
     posting: &str,
 ) -> Result<String, LedgerError> {
-    let fingerprint = format!("reverse:{posting}");
+    let fingerprint = Operation::Reverse {
+        posting: posting.to_owned(),
+    }
+    .fingerprint(plugin_id, "");
     let original: Option<(String, String, String, i64, Option<String>)> = with_conn!(conn.reborrow(), c => {
         sqlx::query_as(
             "SELECT kind, from_account, to_account, amount, region FROM ledger_postings \
@@ -853,7 +1128,7 @@ pub async fn reverse(
             } else {
                 // Nothing to move: an empty posting is not allowed, so the reversal is only
                 // the record of what is owed.
-                new_id()
+                request.new_id()
             };
             with_conn!(conn.reborrow(), c => {
                 sqlx::query(
@@ -934,6 +1209,7 @@ pub async fn sweep_expired(
             key: "",
             now_ms,
             memo: "expired",
+            id: None,
         };
         let posting = post(
             conn,
@@ -952,6 +1228,42 @@ pub async fn sweep_expired(
         swept += 1;
     }
     Ok(swept)
+}
+
+/// Lots swept per transaction by the background sweeper.
+const SWEEP_BATCH: i64 = 500;
+
+/// Sweeps expired lots every `interval`, in batches, for as long as the runtime runs.
+/// Several hosts may sweep one database at once: a lot is swept once.
+pub fn start_sweeper(db: crate::db::Db, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as i64;
+            loop {
+                let swept = async {
+                    let mut transaction = db.write.begin().await?;
+                    let swept = sweep_expired(&mut transaction.conn(), now_ms, SWEEP_BATCH).await?;
+                    transaction.commit().await?;
+                    Ok::<_, LedgerError>(swept)
+                }
+                .await;
+                match swept {
+                    Ok(0) => break,
+                    Ok(lots) => tracing::info!(lots, "expired points swept"),
+                    Err(error) => {
+                        tracing::warn!(%error, "expiry sweep failed; retrying at the next interval");
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// A customer's balance at `now_ms`.
@@ -996,6 +1308,49 @@ pub async fn account_balance(conn: &mut Conn<'_>, account: &Account) -> Result<i
             .await?
     });
     Ok(balance.unwrap_or(0))
+}
+
+/// What a plugin's budget in a region has done.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BudgetReport {
+    /// Points funded by admins.
+    pub funded: i64,
+    /// Points awarded to customers.
+    pub awarded: i64,
+    /// Points that came back from reversed awards.
+    pub clawed_back: i64,
+    /// Points left to give away.
+    pub remaining: i64,
+}
+
+/// The report of `plugin_id`'s budget in `region`.
+pub async fn budget_report(
+    conn: &mut Conn<'_>,
+    plugin_id: &str,
+    region: &str,
+) -> Result<BudgetReport, sqlx::Error> {
+    let budget = Account::Budget {
+        plugin_id: plugin_id.to_owned(),
+        region: region.to_owned(),
+    };
+    let (funded, awarded, clawed_back): (Option<i64>, Option<i64>, Option<i64>) = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(
+            "SELECT \
+             CAST(SUM(CASE WHEN kind = 'fund' AND to_account = $1 THEN amount END) AS BIGINT), \
+             CAST(SUM(CASE WHEN kind = 'award' AND from_account = $1 THEN amount END) AS BIGINT), \
+             CAST(SUM(CASE WHEN kind = 'reverse' AND to_account = $1 THEN amount END) AS BIGINT) \
+             FROM ledger_postings WHERE from_account = $1 OR to_account = $1",
+        )
+        .bind(budget.id())
+        .fetch_one(&mut *c)
+        .await?
+    });
+    Ok(BudgetReport {
+        funded: funded.unwrap_or(0),
+        awarded: awarded.unwrap_or(0),
+        clawed_back: clawed_back.unwrap_or(0),
+        remaining: account_balance(conn, &budget).await?,
+    })
 }
 
 /// Postings to or from `customer`, newest first, strictly before the posting id `before`

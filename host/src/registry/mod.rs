@@ -42,6 +42,10 @@ pub struct Manifest {
     /// The component file, relative to the bundle directory (default `plugin.wasm`).
     #[serde(default)]
     pub component: Option<PathBuf>,
+    /// Days the points this plugin awards stay valid (default: the host's
+    /// `ledger.points_validity_days`; at most its `ledger.points_validity_days_max`).
+    #[serde(default)]
+    pub points_validity_days: Option<u32>,
     /// What the plugin asks the host for.
     #[serde(default)]
     pub capabilities: Capabilities,
@@ -78,6 +82,8 @@ pub struct Plugin {
     pub config: CallConfig,
     /// sha256 of its settings (JSON text), hex: which settings a call saw.
     pub config_digest: String,
+    /// How long the points it awards stay valid, in milliseconds.
+    pub points_validity_ms: i64,
 }
 
 /// Why a bundle could not be loaded.
@@ -178,6 +184,16 @@ pub fn load_bundle(runtime: &Runtime, config: &Config, bundle: &Path) -> Result<
         .tightened_by(&manifest.limits)
         .map_err(|e: LimitAboveHost| format!("{MANIFEST_FILE}: {e}"))?;
 
+    let validity_days = manifest
+        .points_validity_days
+        .unwrap_or(config.ledger.points_validity_days);
+    if validity_days == 0 || validity_days > config.ledger.points_validity_days_max {
+        return Err(format!(
+            "{MANIFEST_FILE}: points_validity_days = {validity_days} must be 1 to {} (the bank's \
+             ledger.points_validity_days_max)",
+            config.ledger.points_validity_days_max
+        ));
+    }
     let component_path = bundle.join(
         manifest
             .component
@@ -212,6 +228,7 @@ pub fn load_bundle(runtime: &Runtime, config: &Config, bundle: &Path) -> Result<
         limits,
         compiled,
         config,
+        points_validity_ms: i64::from(validity_days) * 24 * 3600 * 1000,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The one place the WIT contract in `wit/` becomes Rust: the host side of `world scenario`.
 //!
-//! `store` is async because it reads the database; every import is trappable because each
+//! `store` and `ledger` are async because they read the database; every import is trappable because each
 //! counts against a limit that stops the call.
 
 wasmtime::component::bindgen!({
@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     world: "scenario",
     imports: {
         "lifecircle:scenario/store": async | trappable,
+        "lifecircle:scenario/ledger": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -28,6 +28,9 @@ pub enum LimitExceeded {
     /// A store value larger than `store_value_bytes_max`.
     #[error("a store value larger than {0} bytes")]
     StoreValueBytes(u64),
+    /// More ledger writes than `ledger.writes_per_call_max`.
+    #[error("more than {0} ledger writes")]
+    LedgerWrites(u64),
     /// A plugin asked for a random number below 0.
     #[error("random.below(0) has no answer")]
     RandomBelowZero,

@@ -27,6 +27,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::Draws;
 use crate::config::{EngineConfig, Limits};
 use crate::error::ErrorCode;
+use crate::ledger::CallLedger;
 use crate::registry::CallConfig;
 use crate::store::{CallStore, WriteSet};
 use bindings::lifecircle::scenario::types as wit;
@@ -39,7 +40,7 @@ pub(crate) use bindings::lifecircle::scenario as interfaces;
 const PACKAGE: &str = "lifecircle:scenario";
 
 /// The host capabilities a manifest may request, by short interface name.
-pub const CAPABILITIES: &[&str] = &["store", "config", "random", "clock", "log"];
+pub const CAPABILITIES: &[&str] = &["store", "config", "random", "clock", "log", "ledger"];
 
 /// WASI interfaces every plugin may import without asking: what a Rust (or other) standard
 /// library links against. They are inert here: no files are preopened, no environment or
@@ -154,6 +155,8 @@ pub struct CallInput {
     pub seed: [u8; 32],
     /// The plugin's view of its `store`.
     pub store: CallStore,
+    /// The plugin's view of the ledger.
+    pub ledger: CallLedger,
     /// The plugin's settings for the region.
     pub config: CallConfig,
     /// The call's limits.
@@ -274,6 +277,7 @@ pub struct CallState {
     limiter: limits::CallLimiter,
     host_calls: HostCallBudget,
     store: CallStore,
+    ledger: CallLedger,
     config: CallConfig,
     random: Draws,
     clock: clock::CallClock,
@@ -344,6 +348,10 @@ impl Runtime {
         bindings::lifecircle::scenario::store::add_to_linker::<_, Metering<CallStore>>(
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.store),
+        )?;
+        bindings::lifecircle::scenario::ledger::add_to_linker::<_, Metering<CallLedger>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.ledger),
         )?;
         bindings::lifecircle::scenario::config::add_to_linker::<_, Metering<CallConfig>>(
             &mut linker,
@@ -458,6 +466,7 @@ impl Runtime {
                 max: limits.host_calls_max,
             },
             store: input.store,
+            ledger: input.ledger,
             config: input.config,
             random: Draws::new(input.seed),
             clock: clock::CallClock(since_epoch),
@@ -518,7 +527,10 @@ impl Runtime {
             Ok(Ok(Err(rejection))) => (Err(scenario_error(rejection)), WriteSet::default()),
             Ok(Ok(Ok(response))) => match check_response(response.body, &limits) {
                 Ok(body) => {
-                    let writes = std::mem::take(&mut store.data_mut().store).into_writes();
+                    let state = store.data_mut();
+                    let mut writes = std::mem::take(&mut state.store).into_writes();
+                    writes.ledger = std::mem::take(&mut state.ledger).into_operations();
+                    writes.now_ms = since_epoch.as_millis() as i64;
                     (Ok(body), writes)
                 }
                 Err(error) => (Err(error), WriteSet::default()),
@@ -573,6 +585,7 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> CallError {
             LimitExceeded::StoreKeys(_) => ErrorCode::PluginStoreKeyLimit,
             LimitExceeded::StoreKeyBytes(_) => ErrorCode::PluginStoreKeyTooLarge,
             LimitExceeded::StoreValueBytes(_) => ErrorCode::PluginStoreValueTooLarge,
+            LimitExceeded::LedgerWrites(_) => ErrorCode::PluginLedgerWriteLimit,
             LimitExceeded::RandomBelowZero => return CallError::Trapped(limit.to_string()),
         };
         return CallError::Limit {

@@ -83,12 +83,16 @@ pub struct WriteSet {
     pub ops: Vec<Op>,
     /// The plugin's key limit, checked again at commit.
     pub keys_max: u64,
+    /// The call's ledger writes, in order.
+    pub ledger: Vec<crate::ledger::BufferedOperation>,
+    /// The call's time, for the ledger writes.
+    pub now_ms: i64,
 }
 
 impl WriteSet {
     /// Whether there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.ledger.is_empty()
     }
 }
 
@@ -119,6 +123,12 @@ pub enum ApplyError {
     /// The writes would take the plugin past its key limit.
     #[error("more than {0} store keys")]
     KeyLimit(u64),
+    /// A ledger rule no longer held at commit.
+    #[error(transparent)]
+    Ledger(crate::ledger::LedgerError),
+    /// An idempotency key the call used was taken by another call first.
+    #[error("idempotency key {0:?} was used by another call first")]
+    KeyTaken(String),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -141,6 +151,8 @@ impl CallStore {
             scope: self.scope,
             ops: self.ops,
             keys_max: self.limits.map_or(0, |l| l.keys_max),
+            ledger: Vec::new(),
+            now_ms: 0,
         }
     }
 
@@ -298,6 +310,43 @@ pub async fn apply(connection: &mut Conn<'_>, writes: &WriteSet) -> Result<(), A
         let count = db::add_key_count(connection.reborrow(), scope, keys_added).await?;
         if count > writes.keys_max as i64 && keys_added > 0 {
             return Err(ApplyError::KeyLimit(writes.keys_max));
+        }
+    }
+    apply_ledger(connection, scope, writes).await
+}
+
+/// Replays the call's ledger writes; each must create what the plugin was told it created.
+async fn apply_ledger(
+    connection: &mut Conn<'_>,
+    scope: &Scope,
+    writes: &WriteSet,
+) -> Result<(), ApplyError> {
+    use crate::ledger::{LedgerError, Operation, Request};
+    for buffered in &writes.ledger {
+        let request = Request {
+            scope: &scope.plugin_id,
+            key: &buffered.key,
+            now_ms: writes.now_ms,
+            memo: &buffered.memo,
+            id: Some(&buffered.id),
+        };
+        let expected = match &buffered.operation {
+            Operation::Release { hold } => hold,
+            _ => &buffered.id,
+        };
+        match crate::ledger::apply(
+            connection,
+            &request,
+            &scope.plugin_id,
+            &scope.region,
+            &buffered.operation,
+        )
+        .await
+        {
+            Ok(created) if created == *expected => {}
+            Ok(_) => return Err(ApplyError::KeyTaken(buffered.key.clone())),
+            Err(LedgerError::Database(error)) => return Err(ApplyError::Database(error)),
+            Err(rule) => return Err(ApplyError::Ledger(rule)),
         }
     }
     Ok(())

@@ -1,0 +1,131 @@
+//! The customer's points: `GET /v1/points` (balance, what expires when) and
+//! `GET /v1/points/history?cursor=&limit=` (newest first, paged).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AuthenticatedCustomer;
+use crate::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::ledger::{self, Account};
+
+/// The points routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/points", get(balance))
+        .route("/v1/points/history", get(history))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+#[derive(Serialize)]
+struct Lot {
+    expires_at_ms: i64,
+    points: i64,
+}
+
+#[derive(Serialize)]
+struct BalanceBody {
+    total: i64,
+    available: i64,
+    held: i64,
+    expiring: Vec<Lot>,
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    AuthenticatedCustomer(customer): AuthenticatedCustomer,
+) -> Result<Json<BalanceBody>, ApiError> {
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    let balance = ledger::balance(&mut connection.conn(), &customer.id, now_ms())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(BalanceBody {
+        total: balance.total,
+        available: balance.available,
+        held: balance.held,
+        expiring: balance
+            .expiring
+            .into_iter()
+            .map(|(expires_at_ms, points)| Lot {
+                expires_at_ms,
+                points,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Entry {
+    id: String,
+    at_ms: i64,
+    kind: String,
+    /// Positive received, negative given.
+    points: i64,
+    scenario: Option<String>,
+    memo: String,
+}
+
+#[derive(Serialize)]
+struct HistoryBody {
+    postings: Vec<Entry>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    AuthenticatedCustomer(customer): AuthenticatedCustomer,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<HistoryBody>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
+    let limit_max = state.config.ledger.history_limit_max;
+    let limit = query.limit.unwrap_or(20).clamp(1, limit_max);
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    let postings = ledger::history(
+        &mut connection.conn(),
+        &customer.id,
+        query.cursor.as_deref(),
+        i64::from(limit),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let next_cursor = (postings.len() == limit as usize)
+        .then(|| postings.last().map(|p| p.id.clone()))
+        .flatten();
+    let account = Account::Customer(customer.id).id();
+    let postings = postings
+        .into_iter()
+        .map(|posting| {
+            let entry = ledger::to_wit_posting(posting, &account);
+            Entry {
+                id: entry.id,
+                at_ms: entry.at_ms,
+                kind: entry.kind,
+                points: entry.points,
+                scenario: entry.scenario,
+                memo: entry.memo,
+            }
+        })
+        .collect();
+    Ok(Json(HistoryBody {
+        postings,
+        next_cursor,
+    }))
+}
