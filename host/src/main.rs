@@ -112,7 +112,11 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs go to stderr; stdout carries only what a user asked for (the banner, a token).
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -121,12 +125,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let state = lifecircle::build(config).await?;
-    println!("Lifecircle is serving on http://{address}");
-    println!("Plugins:");
+    // The banner is for whoever started the host; if they closed stdout, serve on regardless.
+    let mut out = std::io::stdout().lock();
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            use std::io::Write as _;
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    say!("Lifecircle is serving on http://{address}");
+    say!("Plugins:");
     for plugin in state.registry.iter() {
-        println!(
+        say!(
             "  {:<24} {:<10} {}",
-            plugin.manifest.id, plugin.manifest.version, plugin.manifest.name
+            plugin.manifest.id,
+            plugin.manifest.version,
+            plugin.manifest.name
         );
     }
     if state.registry.get("hello").is_some() {
@@ -142,13 +156,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "$(lifecircle token --customer demo-customer --region cn)".to_owned()
         };
         if state.development_secret {
-            println!("Admin token (development): {}", state.admin_token);
+            say!("Admin token (development): {}", state.admin_token);
         }
-        println!("Try it:");
-        println!(
+        say!("Try it:");
+        say!(
             "  curl -s -X POST http://{address}/v1/scenarios/hello/echo -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"hello\":\"world\"}}'"
         );
     }
+    drop(out);
     lifecircle::serve(listener, shutdown_signal(), state).await?;
     Ok(())
 }
