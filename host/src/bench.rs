@@ -6,11 +6,14 @@
 //! HTTP: `POST /v1/scenarios/hello/echo` on a real Lifecircle server against a bare axum route
 //! returning the same JSON, in the same process and the same run, each with the same number of
 //! keep-alive connections on loopback. The ratio says what the host costs over plain axum.
+//!
+//! Ledger: `POST /v1/scenarios/points-demo/churn` (spend 1 point, award 1 point back from one
+//! hot budget account, committed durably) with one customer per connection, on SQLite and, when
+//! given a PostgreSQL URL, on PostgreSQL beside `pgbench -b tpcb-like` on the same server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Bytes;
@@ -28,10 +31,16 @@ const BODY: &str = r#"{"hello":"world","amount":42}"#;
 
 /// Runs every case for `duration` each and prints the tables. Uses a temporary data directory;
 /// the plugins come from `config.plugins_dir`, which must contain `hello`.
-pub async fn run(mut config: Config, duration: Duration, connections: usize) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    duration: Duration,
+    connections: usize,
+    postgres: Option<String>,
+) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     config.data_dir = data.path().to_owned();
     config.database_url = None;
+    let template = config.clone();
     let state = build(config).await?;
     anyhow::ensure!(
         state.registry.get("hello").is_some(),
@@ -83,7 +92,7 @@ pub async fn run(mut config: Config, duration: Duration, connections: usize) -> 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = axum::Router::new().route(
             "/echo",
-            post(
+            axum::routing::post(
                 |axum::Json(body): axum::Json<serde_json::Value>| async move {
                     axum::Json(serde_json::json!({ "echo": body }))
                 },
@@ -107,15 +116,20 @@ pub async fn run(mut config: Config, duration: Duration, connections: usize) -> 
         "{:>34} {:>12} {:>10} {:>10}",
         "server", "requests/s", "p50 µs", "p99 µs"
     );
-    let bare = http_case(bare_address, "/echo", None, connections, duration).await?;
+    let bare = http_case(
+        bare_address,
+        Arc::new(|_, _| post_request("/echo", None, BODY)),
+        connections,
+        duration,
+    )
+    .await?;
     println!(
         "{:>34} {:>12.0} {:>10.1} {:>10.1}",
         "bare axum route (same JSON)", bare.rate, bare.p50_us, bare.p99_us
     );
     let host = http_case(
         lifecircle_address,
-        "/v1/scenarios/hello/echo",
-        Some(&token),
+        Arc::new(move |_, _| post_request("/v1/scenarios/hello/echo", Some(&token), BODY)),
         connections,
         duration,
     )
@@ -127,7 +141,215 @@ pub async fn run(mut config: Config, duration: Duration, connections: usize) -> 
     println!("ratio lifecircle / bare axum: {:.2}", host.rate / bare.rate);
     let _ = stop_lifecircle.send(());
     let _ = stop_bare.send(());
+    println!();
+
+    println!(
+        "Ledger: POST /v1/scenarios/points-demo/churn (spend 1 + award 1 from one hot budget), {connections} connections, {} s per row",
+        duration.as_secs()
+    );
+    println!(
+        "{:>34} {:>12} {:>10} {:>10}",
+        "backend", "calls/s", "p50 µs", "p99 µs"
+    );
+    let sqlite = ledger_case(&state, connections, duration).await?;
+    println!(
+        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
+        "lifecircle on SQLite", sqlite.rate, sqlite.p50_us, sqlite.p99_us
+    );
+    let Some(url) = postgres else {
+        println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
+        return Ok(());
+    };
+    let schema = "lc_bench";
+    recreate_schema(&url, schema).await?;
+    let pg_data = tempfile::tempdir()?;
+    let mut pg_config = template;
+    pg_config.data_dir = pg_data.path().to_owned();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    pg_config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
+    let pg_state = build(pg_config).await?;
+    let on_postgres = ledger_case(&pg_state, connections, duration).await?;
+    println!(
+        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
+        "lifecircle on PostgreSQL", on_postgres.rate, on_postgres.p50_us, on_postgres.p99_us
+    );
+    match pgbench(&url, connections, duration).await {
+        Ok((tps, latency_ms)) => {
+            println!(
+                "{:>34} {:>12.0} {:>10} {:>10}   (average latency {latency_ms:.1} ms)",
+                format!("pgbench tpcb-like, {connections} clients"),
+                tps,
+                "-",
+                "-"
+            );
+            println!(
+                "ratio lifecircle on PostgreSQL / pgbench: {:.2}",
+                on_postgres.rate / tps
+            );
+        }
+        Err(error) => println!("pgbench did not run: {error:#}"),
+    }
     Ok(())
+}
+
+/// Drops and creates `schema` in the PostgreSQL database at `url`.
+async fn recreate_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut admin = sqlx::PgConnection::connect(url).await?;
+    for statement in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(&statement).execute(&mut admin).await?;
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Runs `pgbench -b tpcb-like` with `clients` clients for `duration` on a fresh schema
+/// (scale = clients, so branches are not one hot row) and returns (tps, average latency ms).
+async fn pgbench(url: &str, clients: usize, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let schema = "lc_bench_pgbench";
+    recreate_schema(url, schema).await?;
+    let run = |args: Vec<String>| {
+        let url = url.to_owned();
+        async move {
+            let output = tokio::process::Command::new("pgbench")
+                .args(&args)
+                .arg(&url)
+                .env("PGOPTIONS", format!("-c search_path={schema}"))
+                .output()
+                .await?;
+            anyhow::ensure!(
+                output.status.success(),
+                "pgbench {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+    };
+    run(vec![
+        "-i".into(),
+        "-q".into(),
+        "-s".into(),
+        clients.to_string(),
+    ])
+    .await?;
+    let report = run(vec![
+        "-b".into(),
+        "tpcb-like".into(),
+        "-n".into(),
+        "-c".into(),
+        clients.to_string(),
+        "-j".into(),
+        "2".into(),
+        "-T".into(),
+        duration.as_secs().max(1).to_string(),
+    ])
+    .await?;
+    let number_after = |label: &str| {
+        report
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let tps = number_after("tps = ")
+        .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output:\n{report}"))?;
+    let latency = number_after("latency average = ").unwrap_or(f64::NAN);
+    recreate_schema(url, schema).await?;
+    Ok((tps, latency))
+}
+
+/// `churn` calls on `points-demo`, one customer per connection, all drawing on one budget.
+async fn ledger_case(
+    state: &AppState,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Measured> {
+    use crate::ledger::{self, ADMIN_SCOPE, Request as LedgerRequest};
+    const PLUGIN: &str = "points-demo";
+    const REGION: &str = "cn";
+    anyhow::ensure!(
+        state.registry.get(PLUGIN).is_some(),
+        "the plugins directory has no `points-demo` bundle; build the plugins first (make plugins)"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let customer = |index: usize| format!("bench-ledger-{index}");
+    {
+        let mut transaction = state.db.write.begin().await?;
+        let mut conn = transaction.conn();
+        let fund = LedgerRequest {
+            scope: ADMIN_SCOPE,
+            key: "bench-fund",
+            now_ms,
+            memo: "bench setup",
+            id: None,
+        };
+        ledger::fund(&mut conn, &fund, PLUGIN, REGION, 1_000_000_000).await?;
+        for index in 0..connections {
+            let key = format!("bench-award-{index}");
+            let award = LedgerRequest {
+                scope: PLUGIN,
+                key: &key,
+                ..fund.clone()
+            };
+            let expires_at_ms = now_ms + 86_400_000;
+            ledger::award(
+                &mut conn,
+                &award,
+                PLUGIN,
+                REGION,
+                &customer(index),
+                1_000,
+                expires_at_ms,
+            )
+            .await?;
+        }
+        transaction.commit().await?;
+    }
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..connections)
+            .map(|index| {
+                state.identity.mint(
+                    &Customer {
+                        id: customer(index),
+                        region: REGION.into(),
+                    },
+                    Duration::from_secs(3600),
+                )
+            })
+            .collect(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        state.clone(),
+    ));
+    let make: MakeRequest = Arc::new(move |connection, n| {
+        let mut request = post_request(
+            "/v1/scenarios/points-demo/churn",
+            Some(&tokens[connection]),
+            "null",
+        );
+        request.headers_mut().insert(
+            "idempotency-key",
+            hyper::header::HeaderValue::from_str(&format!("{connection}-{n}")).expect("ASCII key"),
+        );
+        request
+    });
+    let measured = http_case(address, make, connections, duration).await;
+    let _ = stop.send(());
+    let _ = served.await;
+    measured
 }
 
 /// Throughput and latency of one case.
@@ -225,21 +447,35 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
     summarize(all, elapsed)
 }
 
+/// Builds request `n` of connection `connection`.
+type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// A POST of `body` to `path`, with an optional bearer token.
+fn post_request(path: &str, token: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+    let mut request = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request")
+}
+
 /// Sends requests on `connections` keep-alive connections for `duration`.
 async fn http_case(
     address: std::net::SocketAddr,
-    path: &'static str,
-    token: Option<&str>,
+    make: MakeRequest,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    let authorization = token.map(|t| format!("Bearer {t}"));
     let warm_up = Duration::from_millis(500);
     let begin = Instant::now() + warm_up;
     let end = begin + duration;
     let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let authorization = authorization.clone();
+    for connection_index in 0..connections {
+        let make = make.clone();
         tasks.push(tokio::spawn(async move {
             let stream = TcpStream::connect(address).await?;
             stream.set_nodelay(true)?;
@@ -247,18 +483,15 @@ async fn http_case(
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(connection);
             let mut latencies = Vec::with_capacity(100_000);
+            let mut n = 0u64;
             loop {
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
-                let mut request = Request::post(path)
-                    .header("host", "localhost")
-                    .header("content-type", "application/json");
-                if let Some(authorization) = &authorization {
-                    request = request.header("authorization", authorization);
-                }
-                let request = request.body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
+                n += 1;
+                let request = make(connection_index, n);
+                let path = request.uri().path().to_owned();
                 sender.ready().await?;
                 let response = sender.send_request(request).await?;
                 let status = response.status();

@@ -61,6 +61,10 @@ enum Command {
         /// Concurrent connections of the HTTP cases.
         #[arg(long, default_value_t = 32)]
         connections: usize,
+        /// A PostgreSQL URL: adds the ledger case on PostgreSQL and `pgbench -b tpcb-like` on
+        /// the same server (schemas lc_bench and lc_bench_pgbench are dropped and recreated).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -100,11 +104,13 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             seconds,
             connections,
+            postgres,
             ..
         } => runtime.block_on(lifecircle::bench::run(
             config,
             Duration::from_secs(seconds),
             connections,
+            postgres,
         )),
     }
 }

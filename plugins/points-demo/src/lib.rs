@@ -68,6 +68,7 @@ impl Scenario for PointsDemo {
             "confirm" => confirm,
             "cancel" => cancel,
             "refund" => refund,
+            "churn" => churn,
             "award-then-fail" => award_then_fail,
             "award-then-panic" => award_then_panic,
             _ => return Err(ScenarioError::unknown_action()),
@@ -166,6 +167,29 @@ fn redeem(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError>
         posting,
         balance: ledger::balance()?,
     })
+}
+
+#[derive(Serialize)]
+struct ChurnAnswer {
+    spent: String,
+    awarded: String,
+}
+
+/// Spends one point and awards one back from the budget in the same call: the ledger-writing
+/// call the host's benchmark measures (two postings, one hot budget account).
+fn churn(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
+    let client_key = required_idempotency_key(request)?;
+    let spent = ledger::spend(
+        1,
+        &client_ledger_key("churn-spend", pseudonym, client_key),
+        "churn",
+    )?;
+    let awarded = ledger::award(
+        1,
+        &client_ledger_key("churn-award", pseudonym, client_key),
+        "churn",
+    )?;
+    Response::json(&ChurnAnswer { spent, awarded })
 }
 
 /// A reward names what the points were spent on: 1 to [`REWARD_CHARACTERS_MAX`] characters.
