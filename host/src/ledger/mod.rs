@@ -608,6 +608,19 @@ async fn held(conn: &mut Conn<'_>, account: &Account, now_ms: i64) -> Result<i64
     Ok(held.unwrap_or(0))
 }
 
+/// The customer's spendable lots (earliest-expiring first) and how many points are available:
+/// what the lots hold minus open, unexpired holds.
+async fn spendable(
+    conn: &mut Conn<'_>,
+    customer: &Account,
+    now_ms: i64,
+) -> Result<(Vec<(String, i64)>, i64), sqlx::Error> {
+    let lots = spendable_lots(conn, customer, now_ms).await?;
+    let in_lots: i64 = lots.iter().map(|(_, remaining)| remaining).sum();
+    let available = in_lots - held(conn, customer, now_ms).await?;
+    Ok((lots, available))
+}
+
 /// Takes `amount` from `lots` in order, recording the moves under `posting`.
 async fn take_from_lots(
     conn: &mut Conn<'_>,
@@ -797,9 +810,7 @@ async fn spend_locked(
     amount: i64,
     kind: &str,
 ) -> Result<String, LedgerError> {
-    let lots = spendable_lots(conn, customer, request.now_ms).await?;
-    let in_lots: i64 = lots.iter().map(|(_, remaining)| remaining).sum();
-    let available = in_lots - held(conn, customer, request.now_ms).await?;
+    let (lots, available) = spendable(conn, customer, request.now_ms).await?;
     if available < amount {
         return Err(LedgerError::PointsInsufficient {
             available: available.max(0),
@@ -846,9 +857,7 @@ pub async fn hold(
     if let Some(hold) = remembered(conn, request, &fingerprint).await? {
         return Ok(hold);
     }
-    let lots = spendable_lots(conn, &customer, request.now_ms).await?;
-    let in_lots: i64 = lots.iter().map(|(_, remaining)| remaining).sum();
-    let available = in_lots - held(conn, &customer, request.now_ms).await?;
+    let (_, available) = spendable(conn, &customer, request.now_ms).await?;
     if available < amount {
         return Err(LedgerError::PointsInsufficient {
             available: available.max(0),
@@ -1094,7 +1103,7 @@ pub async fn reverse(
                 return Ok(reversal);
             }
             already_reversed(conn, posting).await?;
-            let mut lots = spendable_lots(conn, &customer, request.now_ms).await?;
+            let (mut lots, available) = spendable(conn, &customer, request.now_ms).await?;
             // The award's own lot first.
             let own_lot: Option<String> = with_conn!(conn.reborrow(), c => {
                 sqlx::query_scalar("SELECT id FROM ledger_lots WHERE award_posting = $1")
@@ -1105,9 +1114,7 @@ pub async fn reverse(
             if let Some(own) = own_lot {
                 lots.sort_by_key(|(lot, _)| *lot != own);
             }
-            let in_lots: i64 = lots.iter().map(|(_, remaining)| remaining).sum();
-            let available = (in_lots - held(conn, &customer, request.now_ms).await?).max(0);
-            let clawed = amount.min(available);
+            let clawed = amount.min(available.max(0));
             let owed = amount - clawed;
             let reversal = if clawed > 0 {
                 let reversal = post(
