@@ -455,27 +455,19 @@ fn customer_number(account: &Account) -> String {
     }
 }
 
-/// Makes sure `account` exists.
-async fn ensure_account(conn: &mut Conn<'_>, account: &Account) -> Result<(), sqlx::Error> {
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query("INSERT INTO ledger_accounts (id, kind) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(account.id())
-            .bind(account.kind())
-            .execute(&mut *c)
-            .await
-            .map(drop)
-    })
-}
-
-/// Locks `account`'s row until the transaction ends and returns its balance. Creates it
-/// first if needed.
+/// Locks `account`'s row until the transaction ends and returns its balance, creating the
+/// account first if needed: one statement (an upsert that changes nothing takes the row lock
+/// on PostgreSQL, and the write lock on SQLite).
 async fn lock(conn: &mut Conn<'_>, account: &Account) -> Result<i64, sqlx::Error> {
-    ensure_account(conn, account).await?;
     with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar("UPDATE ledger_accounts SET balance = balance WHERE id = $1 RETURNING balance")
-            .bind(account.id())
-            .fetch_one(&mut *c)
-            .await
+        sqlx::query_scalar(
+            "INSERT INTO ledger_accounts (id, kind) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance RETURNING balance",
+        )
+        .bind(account.id())
+        .bind(account.kind())
+        .fetch_one(&mut *c)
+        .await
     })
 }
 
@@ -540,11 +532,31 @@ async fn post(
         reverses,
     } = movement;
     assert!(amount > 0, "postings move positive amounts");
-    ensure_account(conn, from).await?;
-    ensure_account(conn, to).await?;
     let id = request.new_id();
     let (plugin_id, region) = plugin.unzip();
     with_conn!(conn.reborrow(), c => {
+        // The source always exists: it was locked by the caller, or it is the issuer. Its
+        // balance goes first, so a CHECK never sees a proposed negative row.
+        let updated = sqlx::query("UPDATE ledger_accounts SET balance = balance - $1 WHERE id = $2")
+            .bind(amount)
+            .bind(from.id())
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            // A bug, never input: refuse rather than let the balances stop summing to zero.
+            return Err(sqlx::Error::RowNotFound);
+        }
+        // The destination may be new (a customer's first award): create it with the amount.
+        sqlx::query(
+            "INSERT INTO ledger_accounts (id, kind, balance) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance",
+        )
+        .bind(to.id())
+        .bind(to.kind())
+        .bind(amount)
+        .execute(&mut *c)
+        .await?;
         sqlx::query(
             "INSERT INTO ledger_postings (id, created_at_ms, kind, from_account, to_account, amount, \
              plugin_id, region, memo, reverses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -561,16 +573,6 @@ async fn post(
         .bind(reverses)
         .execute(&mut *c)
         .await?;
-        sqlx::query("UPDATE ledger_accounts SET balance = balance - $1 WHERE id = $2")
-            .bind(amount)
-            .bind(from.id())
-            .execute(&mut *c)
-            .await?;
-        sqlx::query("UPDATE ledger_accounts SET balance = balance + $1 WHERE id = $2")
-            .bind(amount)
-            .bind(to.id())
-            .execute(&mut *c)
-            .await?;
     });
     Ok(id)
 }
