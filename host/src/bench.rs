@@ -275,9 +275,7 @@ async fn ledger_case(
         state.registry.get(PLUGIN).is_some(),
         "the plugins directory has no `points-demo` bundle; build the plugins first (make plugins)"
     );
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now_ms = ledger::now_ms();
     let customer = |index: usize| format!("bench-ledger-{index}");
     {
         let mut transaction = state.db.write.begin().await?;

@@ -2,8 +2,6 @@
 //! `POST /admin/v1/budgets/{plugin}/{region}` funds a plugin's budget in a region from the
 //! issuer (idempotent by `Idempotency-Key`), `GET` the same path reports it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
@@ -72,10 +70,7 @@ async fn fund(
             "memo is at most 200 bytes",
         ));
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
+    let now_ms = ledger::now_ms();
     let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
     let request = Request {
         scope: ADMIN_SCOPE,

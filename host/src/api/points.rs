@@ -1,8 +1,6 @@
 //! The customer's points: `GET /v1/points` (balance, what expires when) and
 //! `GET /v1/points/history?cursor=&limit=` (newest first, paged).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,13 +16,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/points", get(balance))
         .route("/v1/points/history", get(history))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 #[derive(Serialize)]
@@ -46,7 +37,7 @@ async fn balance(
     AuthenticatedCustomer(customer): AuthenticatedCustomer,
 ) -> Result<Json<BalanceBody>, ApiError> {
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
-    let balance = ledger::balance(&mut connection.conn(), &customer.id, now_ms())
+    let balance = ledger::balance(&mut connection.conn(), &customer.id, ledger::now_ms())
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(BalanceBody {
@@ -112,16 +103,13 @@ async fn history(
     let account = Account::Customer(customer.id).id();
     let postings = postings
         .into_iter()
-        .map(|posting| {
-            let entry = ledger::to_wit_posting(posting, &account);
-            Entry {
-                id: entry.id,
-                at_ms: entry.at_ms,
-                kind: entry.kind,
-                points: entry.points,
-                scenario: entry.scenario,
-                memo: entry.memo,
-            }
+        .map(|posting| Entry {
+            points: posting.points_for(&account),
+            id: posting.id,
+            at_ms: posting.created_at_ms,
+            kind: posting.kind,
+            scenario: posting.plugin_id,
+            memo: posting.memo,
         })
         .collect();
     Ok(Json(HistoryBody {

@@ -486,12 +486,8 @@ impl CallLedger {
 }
 
 /// A posting as the customer sees it: positive received, negative given.
-pub fn to_wit_posting(posting: Posting, customer_account: &str) -> wit::Posting {
-    let points = if posting.to_account == customer_account {
-        posting.amount
-    } else {
-        -posting.amount
-    };
+fn to_wit_posting(posting: Posting, customer_account: &str) -> wit::Posting {
+    let points = posting.points_for(customer_account);
     wit::Posting {
         id: posting.id,
         at_ms: posting.created_at_ms,

@@ -24,7 +24,7 @@ use crate::db::Conn;
 use crate::with_conn;
 
 mod host;
-pub use host::{BufferedOperation, CallLedger, LedgerSettings, to_wit_posting};
+pub use host::{BufferedOperation, CallLedger, LedgerSettings};
 
 /// An account in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,20 @@ impl Account {
             Account::Issuer => "issuer".to_owned(),
             Account::Expired => "expired".to_owned(),
         }
+    }
+
+    /// The bank customer number in a customer account id, if the id names a customer.
+    pub fn customer_number_in(id: &str) -> Option<&str> {
+        id.strip_prefix("customer:")
+    }
+
+    /// The customer account an account id names; `what` says why it must be one.
+    fn customer_from_id(id: &str, what: &str) -> Account {
+        Account::Customer(
+            Account::customer_number_in(id)
+                .unwrap_or_else(|| panic!("{what}: {id} is not a customer account"))
+                .to_owned(),
+        )
     }
 
     fn kind(&self) -> &'static str {
@@ -203,6 +217,14 @@ pub struct Posting {
     pub plugin_id: Option<String>,
     /// The note.
     pub memo: String,
+}
+
+/// The current time in milliseconds since the Unix epoch, the ledger's unit of time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// A write a plugin call makes, buffered during the call and replayed at commit with
@@ -392,8 +414,7 @@ pub async fn hold_state(
     });
     Ok(
         row.map(|(account, amount, status, expires_at_ms)| HoldState {
-            customer: account
-                .strip_prefix("customer:")
+            customer: Account::customer_number_in(&account)
                 .unwrap_or_default()
                 .to_owned(),
             amount,
@@ -401,6 +422,18 @@ pub async fn hold_state(
             expires_at_ms,
         }),
     )
+}
+
+impl Posting {
+    /// The posting's points from `customer_account`'s point of view: positive received,
+    /// negative given.
+    pub fn points_for(&self, customer_account: &str) -> i64 {
+        if self.to_account == customer_account {
+            self.amount
+        } else {
+            -self.amount
+        }
+    }
 }
 
 /// A posting as the call-time view needs it.
@@ -438,7 +471,7 @@ pub async fn posting_state(
     let reversed = already_reversed(conn, posting).await.is_err();
     let customer = [from, to]
         .into_iter()
-        .find_map(|account| account.strip_prefix("customer:").map(str::to_owned));
+        .find_map(|account| Account::customer_number_in(&account).map(str::to_owned));
     Ok(Some(PostingState {
         kind,
         amount,
@@ -900,12 +933,7 @@ async fn lock_hold_owner(
             .await?
     });
     let account_id = account_id.ok_or(LedgerError::HoldNotFound)?;
-    let customer = Account::Customer(
-        account_id
-            .strip_prefix("customer:")
-            .expect("holds are on customer accounts")
-            .to_owned(),
-    );
+    let customer = Account::customer_from_id(&account_id, "holds are on customer accounts");
     lock(conn, &customer).await?;
     Ok(customer)
 }
@@ -1043,13 +1071,8 @@ pub async fn reverse(
     });
     let (kind, from_id, to_id, amount, region) = original.ok_or(LedgerError::PostingNotFound)?;
     let region = region.unwrap_or_default();
-    let customer_of = |id: &str| {
-        Account::Customer(
-            id.strip_prefix("customer:")
-                .expect("awards and spends involve a customer")
-                .to_owned(),
-        )
-    };
+    let customer_of =
+        |id: &str| Account::customer_from_id(id, "awards and spends involve a customer");
     let budget = Account::Budget {
         plugin_id: plugin_id.to_owned(),
         region: region.clone(),
@@ -1195,12 +1218,7 @@ pub async fn sweep_expired(
     // Customers are locked in account order, so concurrent sweeps cannot deadlock.
     let mut swept = 0;
     for (lot, account_id, _) in lots {
-        let customer = Account::Customer(
-            account_id
-                .strip_prefix("customer:")
-                .expect("lots belong to customers")
-                .to_owned(),
-        );
+        let customer = Account::customer_from_id(&account_id, "lots belong to customers");
         lock(conn, &customer).await?;
         // Read again under the lock: a concurrent spend cannot take expired lots, but a
         // concurrent sweep may have emptied it.
@@ -1250,10 +1268,7 @@ pub fn start_sweeper(db: crate::db::Db, interval: std::time::Duration) {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as i64;
+            let now_ms = now_ms();
             loop {
                 let swept = async {
                     let mut transaction = db.write.begin().await?;
