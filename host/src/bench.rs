@@ -268,7 +268,7 @@ async fn ledger_case(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    use crate::ledger::{self, ADMIN_SCOPE, Request as LedgerRequest};
+    use crate::ledger::{self, ADMIN_SCOPE, Operation, Request as LedgerRequest};
     const PLUGIN: &str = "points-demo";
     const REGION: &str = "cn";
     anyhow::ensure!(
@@ -287,7 +287,15 @@ async fn ledger_case(
             memo: "bench setup",
             id: None,
         };
-        ledger::fund(&mut conn, &fund, PLUGIN, REGION, 1_000_000_000).await?;
+        let amount = 1_000_000_000;
+        ledger::apply(
+            &mut conn,
+            &fund,
+            PLUGIN,
+            REGION,
+            &Operation::Fund { amount },
+        )
+        .await?;
         for index in 0..connections {
             let key = format!("bench-award-{index}");
             let award = LedgerRequest {
@@ -296,16 +304,12 @@ async fn ledger_case(
                 ..fund.clone()
             };
             let expires_at_ms = now_ms + 86_400_000;
-            ledger::award(
-                &mut conn,
-                &award,
-                PLUGIN,
-                REGION,
-                &customer(index),
-                1_000,
+            let operation = Operation::Award {
+                customer: customer(index),
+                amount: 1_000,
                 expires_at_ms,
-            )
-            .await?;
+            };
+            ledger::apply(&mut conn, &award, PLUGIN, REGION, &operation).await?;
         }
         transaction.commit().await?;
     }

@@ -1,8 +1,10 @@
 //! The commit writer: the one task that writes invocation results to the database.
 //!
 //! Calls send it their buffered writes and audit record. It takes whatever has queued up,
-//! applies each call's writes inside its own savepoint (so one call's conflict does not undo
-//! another's), and commits the whole batch with one fsync. Under load many calls share a
+//! applies each call's writes in memory against what the batch locked and read (undoing a call
+//! whose writes no longer hold, so one call's conflict does not undo another's), writes the
+//! result with a few multi-row statements per table, and commits the whole batch with one
+//! fsync. Under load many calls share a
 //! commit; alone, a call commits at once. A call with writes is answered only after its batch
 //! is on disk; a read-only call's audit record is queued without waiting.
 
@@ -11,8 +13,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{self, InvocationRecord};
 use crate::db::Db;
 use crate::error::ErrorCode;
-use crate::ledger::LedgerError;
-use crate::store::{self, ApplyError, WriteSet};
+use crate::ledger::{
+    Batch, BufferedOperation, LedgerError, Operation, Request as LedgerRequest, Write,
+};
+use crate::store::{ApplyError, Staged, WriteSet};
 
 /// Calls committed in one transaction at most.
 const BATCH_MAX: usize = 512;
@@ -148,37 +152,112 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
 
 /// Writes a batch in one transaction; returns each call's result, or the database error
 /// that rolled the whole batch back.
+///
+/// The calls' store and ledger writes are applied in memory, call after call, against what the
+/// batch locked and read up front; a call whose writes no longer hold is undone before the
+/// next one runs. What the others did is then written with a few statements per table.
 async fn write_batch(
     db: &Db,
     batch: &mut [Commit],
 ) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
     let mut transaction = db.write.begin().await?;
     let mut connection = transaction.conn();
+    let requests: Vec<Vec<(LedgerRequest<'_>, &str, &BufferedOperation)>> = batch
+        .iter()
+        .map(|commit| ledger_requests(&commit.writes))
+        .collect();
+    let calls: Vec<Vec<Write<'_>>> = batch
+        .iter()
+        .zip(&requests)
+        .map(|(commit, requests)| {
+            let scope = commit.writes.scope.as_deref();
+            requests
+                .iter()
+                .map(|(request, _, buffered)| Write {
+                    request: request.clone(),
+                    plugin_id: scope.map_or("", |s| &s.plugin_id),
+                    region: scope.map_or("", |s| &s.region),
+                    operation: &buffered.operation,
+                })
+                .collect()
+        })
+        .collect();
+    let writes: Vec<&WriteSet> = batch.iter().map(|commit| &commit.writes).collect();
+    let mut store = Staged::load(&mut connection, &writes).await?;
+    let flat: Vec<&Write<'_>> = calls.iter().flatten().collect();
+    let mut ledger = Batch::load(&mut connection, &flat).await?;
     let mut results = Vec::with_capacity(batch.len());
-    for commit in batch.iter_mut() {
-        let mut result = Ok(());
-        if !commit.writes.is_empty() {
-            // A savepoint per call: one call's conflict undoes only that call's writes.
-            connection.execute("SAVEPOINT call").await?;
-            match store::apply(&mut connection, &commit.writes).await {
-                Ok(()) => connection.execute("RELEASE SAVEPOINT call").await?,
-                Err(ApplyError::Database(error)) => return Err(error),
-                Err(error) => {
-                    connection.execute("ROLLBACK TO SAVEPOINT call").await?;
-                    connection.execute("RELEASE SAVEPOINT call").await?;
-                    result = Err(commit_error(error));
-                }
+    for ((commit, call), requests) in batch.iter().zip(&calls).zip(&requests) {
+        let marks = (store.mark(), ledger.mark());
+        let result = apply_call(&mut store, &mut ledger, &commit.writes, call, requests);
+        if let Err(error) = &result {
+            store.undo_to(marks.0);
+            ledger.undo_to(marks.1);
+            if let ApplyError::Database(error) = error {
+                tracing::error!(%error, "commit failed");
+                return Err(sqlx::Error::Protocol(error.to_string()));
             }
         }
-        if let (Some(record), Err(error)) = (&mut commit.record, &result) {
+        results.push(result.map_err(commit_error));
+    }
+    store.flush(&mut connection).await?;
+    ledger.flush(&mut connection).await?;
+    drop(calls);
+    drop(requests);
+    for (commit, result) in batch.iter_mut().zip(&results) {
+        if let (Some(record), Err(error)) = (&mut commit.record, result) {
             record.outcome = error.code().as_str();
         }
-        results.push(result);
     }
     let records: Vec<&InvocationRecord> = batch.iter().filter_map(|c| c.record.as_ref()).collect();
     audit::insert_all(&mut connection, &records).await?;
     transaction.commit().await?;
     Ok(results)
+}
+
+/// The ledger request of each of a call's buffered ledger writes, with the id the plugin was
+/// told (for a release, the hold's).
+fn ledger_requests(writes: &WriteSet) -> Vec<(LedgerRequest<'_>, &str, &BufferedOperation)> {
+    let plugin_id = writes.scope.as_deref().map_or("", |s| s.plugin_id.as_str());
+    writes
+        .ledger
+        .iter()
+        .map(|buffered| {
+            let expected = match &buffered.operation {
+                Operation::Release { hold } => hold.as_str(),
+                _ => buffered.id.as_str(),
+            };
+            let request = LedgerRequest {
+                scope: plugin_id,
+                key: &buffered.key,
+                now_ms: writes.now_ms,
+                memo: &buffered.memo,
+                id: Some(&buffered.id),
+            };
+            (request, expected, buffered)
+        })
+        .collect()
+}
+
+/// Applies one call's store and ledger writes; each ledger write must create what the plugin
+/// was told it created.
+fn apply_call(
+    store: &mut Staged,
+    ledger: &mut Batch,
+    writes: &WriteSet,
+    call: &[Write<'_>],
+    requests: &[(LedgerRequest<'_>, &str, &BufferedOperation)],
+) -> Result<(), ApplyError> {
+    store.apply(writes)?;
+    for (write, (_, expected, buffered)) in call.iter().zip(requests) {
+        match ledger.apply(write) {
+            Ok(created) if created == *expected => {}
+            Ok(_) => return Err(ApplyError::KeyTaken(buffered.key.clone())),
+            Err(LedgerError::Database(error)) => return Err(ApplyError::Database(error)),
+            Err(rule) => return Err(ApplyError::Ledger(rule)),
+        }
+    }
+    Ok(())
 }
 
 /// What a call learns when its writes no longer hold at commit.

@@ -135,6 +135,47 @@ impl Conn<'_> {
     }
 }
 
+/// Rows per multi-row statement, largest first: powers of two, so `n` rows take at most as
+/// many statements as `n` has one bits, and only a handful of statement texts exist per table
+/// (each parsed once, then kept in the connection's statement cache). The largest, times the
+/// columns of any table (at most 127), stays under SQLite's limit of 32,766 bound values.
+pub const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Prepared statements each connection keeps: every size of every multi-row statement fits.
+const STATEMENT_CACHE: usize = 1024;
+
+/// Splits `rows` into chunks of the [`STATEMENT_ROWS`] sizes, largest first: one multi-row
+/// statement each.
+pub fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = STATEMENT_ROWS
+            .into_iter()
+            .find(|size| *size <= rest.len())?;
+        let (chunk, remaining) = rest.split_at(size);
+        rest = remaining;
+        Some(chunk)
+    })
+}
+
+/// Splits the values of an `IN (...)` list (or of any lookup where a value listed twice only
+/// repeats rows) into chunks of at most `max` values, each padded with copies of its last
+/// value up to the next [`STATEMENT_ROWS`] size, so the statement stays cached.
+pub fn lookup_chunks<T: Clone>(values: &[T], max: usize) -> impl Iterator<Item = Vec<T>> + '_ {
+    values.chunks(max.max(1)).map(|chunk| {
+        let size = STATEMENT_ROWS
+            .into_iter()
+            .rev()
+            .find(|size| *size >= chunk.len())
+            .unwrap_or(chunk.len());
+        let mut padded = chunk.to_vec();
+        if let Some(last) = chunk.last() {
+            padded.resize(size, last.clone());
+        }
+        padded
+    })
+}
+
 /// Readers and the writer of one database.
 #[derive(Clone)]
 pub struct Db {
@@ -188,6 +229,7 @@ impl Db {
             // FULL: a commit is on disk before it is acknowledged.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(LOCK_TIMEOUT)
+            .statement_cache_capacity(STATEMENT_CACHE)
             .foreign_keys(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -209,7 +251,11 @@ impl Db {
         // synchronous_commit stays on (the server default): a commit is on disk before it is
         // acknowledged.
         let options = PgConnectOptions::from_str(url)?
-            .options([("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis()))]);
+            .options([
+                ("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis())),
+                ("plan_cache_mode", "force_custom_plan".to_owned()),
+            ])
+            .statement_cache_capacity(STATEMENT_CACHE);
         let write = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -257,7 +303,31 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::*;
+
+    #[test]
+    fn statements_have_a_few_fixed_sizes() {
+        let rows: Vec<u32> = (0..293).collect();
+        let sizes: Vec<usize> = statement_chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 32, 4, 1]);
+        let sizes: Vec<usize> = statement_chunks(&rows[..13]).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [8, 4, 1]);
+        assert_eq!(statement_chunks::<u32>(&[]).count(), 0);
+        let lookups: Vec<Vec<u32>> = lookup_chunks(&rows[..5], 256).collect();
+        assert_eq!(lookups, [vec![0, 1, 2, 3, 4, 4, 4, 4]]);
+        assert_eq!(
+            lookup_chunks(&rows, 256)
+                .map(|c| c.len())
+                .collect::<Vec<_>>(),
+            [256, 64]
+        );
+        assert_eq!(
+            lookup_chunks(&rows[..40], 32)
+                .map(|c| c.len())
+                .collect::<Vec<_>>(),
+            [32, 8]
+        );
+    }
 
     #[test]
     fn passwords_never_reach_messages() {

@@ -4,7 +4,7 @@
 //! balance equals its postings and every customer's balance equals its lots.
 
 use lifecircle::db::Pool;
-use lifecircle::ledger::{self, ADMIN_SCOPE, LedgerError, Request};
+use lifecircle::ledger::{self, ADMIN_SCOPE, LedgerError, Operation, Request, Write};
 use lifecircle_tests::{TestDb, on_each_backend};
 
 const PLUGIN: &str = "points-demo";
@@ -57,52 +57,47 @@ async fn run(pool: &Pool, key: &str, now_ms: i64, op: Op<'_>) -> Result<String, 
         memo: "test",
         id: None,
     };
-    let mut conn = transaction.conn();
-    let result = match op {
-        Op::Fund(amount) => ledger::fund(&mut conn, &request, PLUGIN, REGION, amount).await,
+    let operation = match op {
+        Op::Fund(amount) => Operation::Fund { amount },
         Op::Award {
             customer,
             amount,
             expires_at_ms,
-        } => {
-            ledger::award(
-                &mut conn,
-                &request,
-                PLUGIN,
-                REGION,
-                customer,
-                amount,
-                expires_at_ms,
-            )
-            .await
-        }
-        Op::Spend { customer, amount } => {
-            ledger::spend(&mut conn, &request, PLUGIN, REGION, customer, amount).await
-        }
+        } => Operation::Award {
+            customer: customer.into(),
+            amount,
+            expires_at_ms,
+        },
+        Op::Spend { customer, amount } => Operation::Spend {
+            customer: customer.into(),
+            amount,
+        },
         Op::Hold {
             customer,
             amount,
             expires_at_ms,
-        } => {
-            ledger::hold(
-                &mut conn,
-                &request,
-                PLUGIN,
-                REGION,
-                customer,
-                amount,
-                expires_at_ms,
-            )
-            .await
-        }
-        Op::Capture { hold, amount } => {
-            ledger::capture(&mut conn, &request, PLUGIN, hold, amount).await
-        }
-        Op::Release { hold } => ledger::release(&mut conn, &request, PLUGIN, hold)
-            .await
-            .map(|()| hold.to_owned()),
-        Op::Reverse { posting } => ledger::reverse(&mut conn, &request, PLUGIN, posting).await,
+        } => Operation::Hold {
+            customer: customer.into(),
+            amount,
+            expires_at_ms,
+        },
+        Op::Capture { hold, amount } => Operation::Capture {
+            hold: hold.into(),
+            amount,
+        },
+        Op::Release { hold } => Operation::Release { hold: hold.into() },
+        Op::Reverse { posting } => Operation::Reverse {
+            posting: posting.into(),
+        },
     };
+    let result = ledger::apply(
+        &mut transaction.conn(),
+        &request,
+        PLUGIN,
+        REGION,
+        &operation,
+    )
+    .await;
     if result.is_ok() {
         transaction.commit().await?;
     }
@@ -375,6 +370,62 @@ on_each_backend! {
         }
         let spend = run(&db.pool, "s", T0, Op::Spend { customer: "alice", amount: 0 }).await;
         assert!(matches!(spend, Err(LedgerError::AmountMustBePositive)), "{spend:?}");
+        assert_invariants(&db.pool).await;
+        db.close().await;
+    }
+
+    async fn a_batch_undoes_a_call_that_breaks_a_rule_and_keeps_the_calls_around_it() {
+        let db = TestDb::open().await;
+        run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
+        let award = Op::Award { customer: "alice", amount: 10, expires_at_ms: FAR };
+        run(&db.pool, "a1", T0, award).await.expect("award");
+        // Three calls in one batch; the second awards 50 and then spends more than alice has.
+        let spend = |amount| Operation::Spend { customer: "alice".into(), amount };
+        let award_50 = Operation::Award { customer: "alice".into(), amount: 50, expires_at_ms: FAR };
+        let calls: Vec<Vec<(&str, Operation)>> = vec![
+            vec![("first", spend(4))],
+            vec![("second-award", award_50), ("second-spend", spend(70))],
+            vec![("third", spend(6))],
+        ];
+        let writes: Vec<Vec<Write<'_>>> = calls
+            .iter()
+            .map(|call| {
+                call.iter()
+                    .map(|(key, operation)| Write {
+                        request: Request { scope: PLUGIN, key, now_ms: T0, memo: "batch", id: None },
+                        plugin_id: PLUGIN,
+                        region: REGION,
+                        operation,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut transaction = db.pool.begin().await.expect("transaction");
+        let mut conn = transaction.conn();
+        let flat: Vec<&Write<'_>> = writes.iter().flatten().collect();
+        let mut batch = ledger::Batch::load(&mut conn, &flat).await.expect("load");
+        let mut results = Vec::new();
+        for call in &writes {
+            let mark = batch.mark();
+            let result: Result<Vec<String>, LedgerError> = call.iter().map(|w| batch.apply(w)).collect();
+            if result.is_err() {
+                batch.undo_to(mark);
+            }
+            results.push(result);
+        }
+        batch.flush(&mut conn).await.expect("flush");
+        transaction.commit().await.expect("commit");
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(
+            matches!(results[1], Err(LedgerError::PointsInsufficient { available: 56, requested: 70 })),
+            "{results:?}"
+        );
+        // The second call's award is gone: its points, its lot, its budget and its key.
+        let after = balance(&db.pool, "alice", T0).await;
+        assert_eq!((after.total, after.available, after.expiring.len()), (0, 0, 0));
+        assert_eq!(budget(&db.pool).await, 90);
+        let retry = Op::Award { customer: "alice", amount: 5, expires_at_ms: FAR };
+        run(&db.pool, "second-award", T0, retry).await.expect("the undone key is free");
         assert_invariants(&db.pool).await;
         db.close().await;
     }

@@ -8,3 +8,4 @@ mod hostile;
 mod ledger;
 mod loading;
 mod points;
+mod store;

@@ -2,7 +2,7 @@
 //! reading `/v1/points`, admins funding budgets, on each database backend. Ledger writes land
 //! only with a successful call, and never overspend under concurrent calls.
 
-use lifecircle::ledger::{self, Request};
+use lifecircle::ledger::{self, Operation, Request};
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
@@ -55,29 +55,27 @@ async fn grant(host: &TestHost, customer: &str, amount: i64) {
         memo: "setup",
         id: None,
     };
-    ledger::fund(
+    let fund = Request {
+        scope: ledger::ADMIN_SCOPE,
+        ..request("setup-fund")
+    };
+    ledger::apply(
         &mut conn,
-        &Request {
-            scope: ledger::ADMIN_SCOPE,
-            ..request("setup-fund")
-        },
+        &fund,
         PLUGIN,
         REGION,
-        amount,
+        &Operation::Fund { amount },
     )
     .await
     .expect("fund");
-    ledger::award(
-        &mut conn,
-        &request("setup-award"),
-        PLUGIN,
-        REGION,
-        customer,
+    let award = Operation::Award {
+        customer: customer.into(),
         amount,
-        now_ms + 86_400_000,
-    )
-    .await
-    .expect("award");
+        expires_at_ms: now_ms + 86_400_000,
+    };
+    ledger::apply(&mut conn, &request("setup-award"), PLUGIN, REGION, &award)
+        .await
+        .expect("award");
     transaction.commit().await.expect("commit");
 }
 

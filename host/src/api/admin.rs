@@ -13,7 +13,7 @@ use super::{Admin, idempotency_key};
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::identity::is_region;
-use crate::ledger::{self, ADMIN_SCOPE, BudgetReport, LedgerError, Request};
+use crate::ledger::{self, ADMIN_SCOPE, BudgetReport, LedgerError, Operation, Request};
 use crate::registry::is_plugin_id;
 
 /// The admin routes.
@@ -80,7 +80,10 @@ async fn fund(
         id: None,
     };
     let mut conn = transaction.conn();
-    let posting = match ledger::fund(&mut conn, &request, &plugin, &region, body.points).await {
+    let fund = Operation::Fund {
+        amount: body.points,
+    };
+    let posting = match ledger::apply(&mut conn, &request, &plugin, &region, &fund).await {
         Ok(posting) => posting,
         Err(LedgerError::Database(error)) => return Err(ApiError::internal(error)),
         Err(LedgerError::AmountMustBePositive) => {

@@ -43,29 +43,13 @@ pub struct InvocationRecord {
     pub seed: String,
 }
 
-/// Columns of `invocations` bound per record.
-const COLUMNS: usize = 15;
-
-/// Rows per multi-row statement, largest first. A handful of fixed sizes keeps the statements
-/// in the connection's prepared-statement cache; a size per batch would be parsed anew each
-/// time. The largest stays well under SQLite's limit of 32,766 bound values.
-const STATEMENT_ROWS: [usize; 4] = [256, 32, 4, 1];
-
 /// Inserts `records`, many per statement: one round trip to the database per few hundred
 /// records rather than one each.
 pub async fn insert_all(
     connection: &mut Conn<'_>,
     records: &[&InvocationRecord],
 ) -> Result<(), sqlx::Error> {
-    const _: () = assert!(COLUMNS * STATEMENT_ROWS[0] < 32_766);
-    let mut rest = records;
-    while !rest.is_empty() {
-        let rows = STATEMENT_ROWS
-            .into_iter()
-            .find(|rows| *rows <= rest.len())
-            .expect("the smallest statement has one row");
-        let (chunk, remaining) = rest.split_at(rows);
-        rest = remaining;
+    for chunk in crate::db::statement_chunks(records) {
         with_conn!(connection.reborrow(), c => {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, \

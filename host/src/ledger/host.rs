@@ -52,7 +52,7 @@ pub struct CallLedger {
     customer: Option<String>,
     settings: Option<LedgerSettings>,
     operations: Vec<BufferedOperation>,
-    /// The customer's committed balance, read once.
+    /// The customer's committed balance (without lots), read once.
     committed: Option<Balance>,
     /// The budget's committed balance, read once.
     budget_committed: Option<i64>,
@@ -108,9 +108,10 @@ impl CallLedger {
             return Ok(balance.clone());
         }
         let mut connection = self.db()?.acquire().await.map_err(read_failure)?;
-        let balance = super::balance(&mut connection.conn(), customer, self.settings().now_ms)
-            .await
-            .map_err(read_failure)?;
+        let balance =
+            super::balance_summary(&mut connection.conn(), customer, self.settings().now_ms)
+                .await
+                .map_err(read_failure)?;
         self.committed = Some(balance.clone());
         Ok(balance)
     }
@@ -431,8 +432,12 @@ impl CallLedger {
     async fn do_balance(&mut self) -> Result<wit::PointsBalance, Refusal> {
         let customer = self.customer()?;
         let committed = self.committed_balance(&customer).await?;
-        let mut expiring: Vec<wit::Lot> = committed
-            .expiring
+        let mut connection = self.db()?.acquire().await.map_err(read_failure)?;
+        let lots = super::expiring_lots(&mut connection.conn(), &customer, self.settings().now_ms)
+            .await
+            .map_err(read_failure)?;
+        drop(connection);
+        let mut expiring: Vec<wit::Lot> = lots
             .iter()
             .map(|(expires_at_ms, points)| wit::Lot {
                 expires_at_ms: *expires_at_ms,

@@ -23,7 +23,9 @@
 use crate::db::Conn;
 use crate::with_conn;
 
+mod batch;
 mod host;
+pub use batch::{Batch, Mark, Write};
 pub use host::{BufferedOperation, CallLedger, LedgerSettings};
 
 /// An account in the ledger.
@@ -68,22 +70,15 @@ impl Account {
         id.strip_prefix("customer:")
     }
 
-    /// The customer account an account id names; `what` says why it must be one.
-    fn customer_from_id(id: &str, what: &str) -> Account {
-        Account::Customer(
-            Account::customer_number_in(id)
-                .unwrap_or_else(|| panic!("{what}: {id} is not a customer account"))
-                .to_owned(),
-        )
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Account::Customer(_) => "customer",
-            Account::Budget { .. } => "budget",
-            Account::Sink { .. } => "sink",
-            Account::Issuer => "issuer",
-            Account::Expired => "expired",
+    /// The kind of account an account id names (`customer`, `budget`, `sink`, `issuer`,
+    /// `expired`), as stored in `ledger_accounts.kind`.
+    pub fn kind_of(id: &str) -> &'static str {
+        match id.split(':').next() {
+            Some("customer") => "customer",
+            Some("budget") => "budget",
+            Some("sink") => "sink",
+            Some("issuer") => "issuer",
+            _ => "expired",
         }
     }
 }
@@ -227,11 +222,17 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A write a plugin call makes, buffered during the call and replayed at commit with
-/// [`apply`].
+/// A ledger write. A plugin call buffers its writes (all but `Fund` and `Expire`) and the
+/// commit writer replays them through a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    /// [`award`].
+    /// Move points from the issuer into the plugin's budget in the region (an admin funding a
+    /// campaign).
+    Fund {
+        /// Points.
+        amount: i64,
+    },
+    /// Give points from the plugin's budget in the region to a customer, as a lot.
     Award {
         /// Bank customer number.
         customer: String,
@@ -240,14 +241,15 @@ pub enum Operation {
         /// Expiry of the lot.
         expires_at_ms: i64,
     },
-    /// [`spend`].
+    /// Move a customer's available points to the plugin's sink in the region, from the
+    /// earliest-expiring lots.
     Spend {
         /// Bank customer number.
         customer: String,
         /// Points.
         amount: i64,
     },
-    /// [`hold`].
+    /// Reserve a customer's available points until a time.
     Hold {
         /// Bank customer number.
         customer: String,
@@ -256,22 +258,29 @@ pub enum Operation {
         /// When the hold lapses.
         expires_at_ms: i64,
     },
-    /// [`capture`].
+    /// Spend part or all of a hold into the plugin's sink; the rest is released.
     Capture {
         /// The hold.
         hold: String,
         /// Points.
         amount: i64,
     },
-    /// [`release`].
+    /// Release a hold: its points are available again.
     Release {
         /// The hold.
         hold: String,
     },
-    /// [`reverse`].
+    /// Reverse an award or a spend of the plugin (see the module docs for the policy).
     Reverse {
         /// The posting.
         posting: String,
+    },
+    /// Move what is left of an expired lot to the `expired` account (the sweep).
+    Expire {
+        /// The lot.
+        lot: String,
+        /// Bank customer number of the lot's owner.
+        customer: String,
     },
 }
 
@@ -293,6 +302,7 @@ impl Operation {
             .id()
         };
         match self {
+            Operation::Fund { amount } => format!("fund:{}:{amount}", budget()),
             Operation::Award {
                 customer, amount, ..
             } => format!("award:{}:customer:{customer}:{amount}", budget()),
@@ -305,12 +315,14 @@ impl Operation {
             Operation::Capture { hold, amount } => format!("capture:{hold}:{amount}"),
             Operation::Release { hold } => format!("release:{hold}"),
             Operation::Reverse { posting } => format!("reverse:{posting}"),
+            Operation::Expire { lot, .. } => format!("expire:{lot}"),
         }
     }
 }
 
-/// Applies `operation` of `plugin_id` in `region`. Returns the id of what it created (the
-/// posting, the hold, or for a release the hold).
+/// Applies `operation` of `plugin_id` in `region` in `conn`'s transaction (which the caller
+/// rolls back if this fails). Returns the id of what it created (the posting, the hold, or for
+/// a release the hold). Many writes at once go through [`Batch`] instead.
 pub async fn apply(
     conn: &mut Conn<'_>,
     request: &Request<'_>,
@@ -318,50 +330,16 @@ pub async fn apply(
     region: &str,
     operation: &Operation,
 ) -> Result<String, LedgerError> {
-    match operation {
-        Operation::Award {
-            customer,
-            amount,
-            expires_at_ms,
-        } => {
-            award(
-                conn,
-                request,
-                plugin_id,
-                region,
-                customer,
-                *amount,
-                *expires_at_ms,
-            )
-            .await
-        }
-        Operation::Spend { customer, amount } => {
-            spend(conn, request, plugin_id, region, customer, *amount).await
-        }
-        Operation::Hold {
-            customer,
-            amount,
-            expires_at_ms,
-        } => {
-            hold(
-                conn,
-                request,
-                plugin_id,
-                region,
-                customer,
-                *amount,
-                *expires_at_ms,
-            )
-            .await
-        }
-        Operation::Capture { hold, amount } => {
-            capture(conn, request, plugin_id, hold, *amount).await
-        }
-        Operation::Release { hold } => release(conn, request, plugin_id, hold)
-            .await
-            .map(|()| hold.clone()),
-        Operation::Reverse { posting } => reverse(conn, request, plugin_id, posting).await,
-    }
+    let write = Write {
+        request: request.clone(),
+        plugin_id,
+        region,
+        operation,
+    };
+    let mut batch = Batch::load(conn, &[&write]).await?;
+    let created = batch.apply(&write)?;
+    batch.flush(conn).await?;
+    Ok(created)
 }
 
 /// The stored result and fingerprint of an idempotency key, if it was used.
@@ -468,7 +446,16 @@ pub async fn posting_state(
     let Some((kind, amount, from, to)) = row else {
         return Ok(None);
     };
-    let reversed = already_reversed(conn, posting).await.is_err();
+    let reversed: i64 = with_conn!(conn.reborrow(), c => {
+        sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM ledger_postings WHERE reverses = $1) \
+             + (SELECT COUNT(*) FROM ledger_clawbacks WHERE original_posting = $1)",
+        )
+        .bind(posting)
+        .fetch_one(&mut *c)
+        .await?
+    });
+    let reversed = reversed > 0;
     let customer = [from, to]
         .into_iter()
         .find_map(|account| Account::customer_number_in(&account).map(str::to_owned));
@@ -480,734 +467,17 @@ pub async fn posting_state(
     }))
 }
 
-/// The bank customer number of a customer account.
-fn customer_number(account: &Account) -> String {
-    match account {
-        Account::Customer(customer) => customer.clone(),
-        other => unreachable!("{other:?} is not a customer"),
-    }
-}
-
-/// Locks `account`'s row until the transaction ends and returns its balance, creating the
-/// account first if needed: one statement (an upsert that changes nothing takes the row lock
-/// on PostgreSQL, and the write lock on SQLite).
-async fn lock(conn: &mut Conn<'_>, account: &Account) -> Result<i64, sqlx::Error> {
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar(
-            "INSERT INTO ledger_accounts (id, kind) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance RETURNING balance",
-        )
-        .bind(account.id())
-        .bind(account.kind())
-        .fetch_one(&mut *c)
-        .await
-    })
-}
-
-/// The stored result for `key` if this exact request was made before; an error if the key
-/// was used for another request; `None` if the key is new.
-async fn remembered(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    fingerprint: &str,
-) -> Result<Option<String>, LedgerError> {
-    match lookup_key(conn, request.scope, request.key).await? {
-        None => Ok(None),
-        Some((stored_fingerprint, result)) if stored_fingerprint == fingerprint => Ok(Some(result)),
-        Some(_) => Err(LedgerError::ExistsWithDifferentAmount(
-            request.key.to_owned(),
-        )),
-    }
-}
-
-async fn remember(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    fingerprint: &str,
-    result: &str,
-) -> Result<(), sqlx::Error> {
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query("INSERT INTO ledger_idempotency (scope, key, fingerprint, result) VALUES ($1, $2, $3, $4)")
-            .bind(request.scope)
-            .bind(request.key)
-            .bind(fingerprint)
-            .bind(result)
-            .execute(&mut *c)
-            .await
-            .map(drop)
-    })
-}
-
-/// What one posting moves.
-struct Movement<'a> {
-    kind: &'a str,
-    from: &'a Account,
-    to: &'a Account,
-    amount: i64,
-    /// The plugin and region that asked, if a plugin did.
-    plugin: Option<(&'a str, &'a str)>,
-    /// The posting this one reverses.
-    reverses: Option<&'a str>,
-}
-
-/// Records a posting and moves its amount between the two balances.
-async fn post(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    movement: Movement<'_>,
-) -> Result<String, sqlx::Error> {
-    let Movement {
-        kind,
-        from,
-        to,
-        amount,
-        plugin,
-        reverses,
-    } = movement;
-    assert!(amount > 0, "postings move positive amounts");
-    let id = request.new_id();
-    let (plugin_id, region) = plugin.unzip();
-    with_conn!(conn.reborrow(), c => {
-        // The source always exists: it was locked by the caller, or it is the issuer. Its
-        // balance goes first, so a CHECK never sees a proposed negative row.
-        let updated = sqlx::query("UPDATE ledger_accounts SET balance = balance - $1 WHERE id = $2")
-            .bind(amount)
-            .bind(from.id())
-            .execute(&mut *c)
-            .await?
-            .rows_affected();
-        if updated != 1 {
-            // A bug, never input: refuse rather than let the balances stop summing to zero.
-            return Err(sqlx::Error::RowNotFound);
-        }
-        // The destination may be new (a customer's first award): create it with the amount.
-        sqlx::query(
-            "INSERT INTO ledger_accounts (id, kind, balance) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance",
-        )
-        .bind(to.id())
-        .bind(to.kind())
-        .bind(amount)
-        .execute(&mut *c)
-        .await?;
-        sqlx::query(
-            "INSERT INTO ledger_postings (id, created_at_ms, kind, from_account, to_account, amount, \
-             plugin_id, region, memo, reverses) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&id)
-        .bind(request.now_ms)
-        .bind(kind)
-        .bind(from.id())
-        .bind(to.id())
-        .bind(amount)
-        .bind(plugin_id)
-        .bind(region)
-        .bind(request.memo)
-        .bind(reverses)
-        .execute(&mut *c)
-        .await?;
-    });
-    Ok(id)
-}
-
-/// Unexpired lots of `account` with points left, earliest-expiring first: (id, remaining).
-async fn spendable_lots(
-    conn: &mut Conn<'_>,
-    account: &Account,
-    now_ms: i64,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query_as(
-            "SELECT id, remaining FROM ledger_lots WHERE account_id = $1 AND remaining > 0 \
-             AND expires_at_ms > $2 ORDER BY expires_at_ms, id",
-        )
-        .bind(account.id())
-        .bind(now_ms)
-        .fetch_all(&mut *c)
-        .await
-    })
-}
-
-/// Points held by open, unexpired holds on `account`.
-async fn held(conn: &mut Conn<'_>, account: &Account, now_ms: i64) -> Result<i64, sqlx::Error> {
-    let held: Option<i64> = with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar(
-            "SELECT CAST(SUM(amount) AS BIGINT) FROM ledger_holds WHERE account_id = $1 \
-             AND status = 'open' AND expires_at_ms > $2",
-        )
-        .bind(account.id())
-        .bind(now_ms)
-        .fetch_one(&mut *c)
-        .await?
-    });
-    Ok(held.unwrap_or(0))
-}
-
-/// The customer's spendable lots (earliest-expiring first) and how many points are available:
-/// what the lots hold minus open, unexpired holds.
-async fn spendable(
-    conn: &mut Conn<'_>,
-    customer: &Account,
-    now_ms: i64,
-) -> Result<(Vec<(String, i64)>, i64), sqlx::Error> {
-    let lots = spendable_lots(conn, customer, now_ms).await?;
-    let in_lots: i64 = lots.iter().map(|(_, remaining)| remaining).sum();
-    let available = in_lots - held(conn, customer, now_ms).await?;
-    Ok((lots, available))
-}
-
-/// Takes `amount` from `lots` in order, recording the moves under `posting`.
-async fn take_from_lots(
-    conn: &mut Conn<'_>,
-    posting: &str,
-    lots: &[(String, i64)],
-    mut amount: i64,
-) -> Result<(), sqlx::Error> {
-    for (lot, remaining) in lots {
-        if amount == 0 {
-            break;
-        }
-        let taken = amount.min(*remaining);
-        amount -= taken;
-        with_conn!(conn.reborrow(), c => {
-            sqlx::query("UPDATE ledger_lots SET remaining = remaining - $1 WHERE id = $2")
-                .bind(taken)
-                .bind(lot)
-                .execute(&mut *c)
-                .await?;
-            sqlx::query("INSERT INTO ledger_lot_moves (posting_id, lot_id, amount) VALUES ($1, $2, $3)")
-                .bind(posting)
-                .bind(lot)
-                .bind(taken)
-                .execute(&mut *c)
-                .await?;
-        });
-    }
-    assert_eq!(
-        amount, 0,
-        "the lots covered the amount: checked before taking"
-    );
-    Ok(())
-}
-
-fn positive(amount: i64) -> Result<(), LedgerError> {
-    if amount <= 0 {
-        return Err(LedgerError::AmountMustBePositive);
-    }
-    Ok(())
-}
-
-/// Moves `amount` from the issuer into a plugin's budget in a region (an admin funding a
-/// campaign). Returns the posting id.
-pub async fn fund(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    region: &str,
-    amount: i64,
-) -> Result<String, LedgerError> {
-    positive(amount)?;
-    let budget = Account::Budget {
-        plugin_id: plugin_id.to_owned(),
-        region: region.to_owned(),
-    };
-    lock(conn, &budget).await?;
-    let fingerprint = format!("fund:{}:{amount}", budget.id());
-    if let Some(posting) = remembered(conn, request, &fingerprint).await? {
-        return Ok(posting);
-    }
-    let posting = post(
-        conn,
-        request,
-        Movement {
-            kind: "fund",
-            from: &Account::Issuer,
-            to: &budget,
-            amount,
-            plugin: Some((plugin_id, region)),
-            reverses: None,
-        },
-    )
-    .await?;
-    remember(conn, request, &fingerprint, &posting).await?;
-    Ok(posting)
-}
-
-/// Gives `amount` points from the plugin's budget in `region` to `customer`, as a lot that
-/// expires at `expires_at_ms`. Returns the posting id.
-pub async fn award(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    region: &str,
-    customer: &str,
-    amount: i64,
-    expires_at_ms: i64,
-) -> Result<String, LedgerError> {
-    positive(amount)?;
-    let budget = Account::Budget {
-        plugin_id: plugin_id.to_owned(),
-        region: region.to_owned(),
-    };
-    let customer = Account::Customer(customer.to_owned());
-    let remaining = lock(conn, &budget).await?;
-    let fingerprint = Operation::Award {
-        customer: customer_number(&customer),
-        amount,
-        expires_at_ms,
-    }
-    .fingerprint(plugin_id, region);
-    if let Some(posting) = remembered(conn, request, &fingerprint).await? {
-        return Ok(posting);
-    }
-    if remaining < amount {
-        return Err(LedgerError::BudgetExhausted {
-            remaining,
-            requested: amount,
-        });
-    }
-    let posting = post(
-        conn,
-        request,
-        Movement {
-            kind: "award",
-            from: &budget,
-            to: &customer,
-            amount,
-            plugin: Some((plugin_id, region)),
-            reverses: None,
-        },
-    )
-    .await?;
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query(
-            "INSERT INTO ledger_lots (id, account_id, award_posting, amount, remaining, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $4, $5)",
-        )
-        .bind(new_id())
-        .bind(customer.id())
-        .bind(&posting)
-        .bind(amount)
-        .bind(expires_at_ms)
-        .execute(&mut *c)
-        .await?;
-    });
-    remember(conn, request, &fingerprint, &posting).await?;
-    Ok(posting)
-}
-
-/// Moves `amount` of `customer`'s available points to the plugin's sink in `region`, taking
-/// them from the earliest-expiring lots. Returns the posting id.
-pub async fn spend(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    region: &str,
-    customer: &str,
-    amount: i64,
-) -> Result<String, LedgerError> {
-    positive(amount)?;
-    let customer = Account::Customer(customer.to_owned());
-    let sink = Account::Sink {
-        plugin_id: plugin_id.to_owned(),
-        region: region.to_owned(),
-    };
-    lock(conn, &customer).await?;
-    let fingerprint = Operation::Spend {
-        customer: customer_number(&customer),
-        amount,
-    }
-    .fingerprint(plugin_id, region);
-    if let Some(posting) = remembered(conn, request, &fingerprint).await? {
-        return Ok(posting);
-    }
-    let posting = spend_locked(
-        conn,
-        request,
-        &customer,
-        &sink,
-        (plugin_id, region),
-        amount,
-        "spend",
-    )
-    .await?;
-    remember(conn, request, &fingerprint, &posting).await?;
-    Ok(posting)
-}
-
-/// The body of a spend or a capture, with the customer's row already locked.
-async fn spend_locked(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    customer: &Account,
-    sink: &Account,
-    plugin: (&str, &str),
-    amount: i64,
-    kind: &str,
-) -> Result<String, LedgerError> {
-    let (lots, available) = spendable(conn, customer, request.now_ms).await?;
-    if available < amount {
-        return Err(LedgerError::PointsInsufficient {
-            available: available.max(0),
-            requested: amount,
-        });
-    }
-    let posting = post(
-        conn,
-        request,
-        Movement {
-            kind,
-            from: customer,
-            to: sink,
-            amount,
-            plugin: Some(plugin),
-            reverses: None,
-        },
-    )
-    .await?;
-    take_from_lots(conn, &posting, &lots, amount).await?;
-    Ok(posting)
-}
-
-/// Reserves `amount` of `customer`'s available points until `expires_at_ms`. Returns the
-/// hold id.
-pub async fn hold(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    region: &str,
-    customer: &str,
-    amount: i64,
-    expires_at_ms: i64,
-) -> Result<String, LedgerError> {
-    positive(amount)?;
-    let customer = Account::Customer(customer.to_owned());
-    lock(conn, &customer).await?;
-    let fingerprint = Operation::Hold {
-        customer: customer_number(&customer),
-        amount,
-        expires_at_ms,
-    }
-    .fingerprint(plugin_id, region);
-    if let Some(hold) = remembered(conn, request, &fingerprint).await? {
-        return Ok(hold);
-    }
-    let (_, available) = spendable(conn, &customer, request.now_ms).await?;
-    if available < amount {
-        return Err(LedgerError::PointsInsufficient {
-            available: available.max(0),
-            requested: amount,
-        });
-    }
-    let hold = request.new_id();
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query(
-            "INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, created_at_ms, \
-             expires_at_ms, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open')",
-        )
-        .bind(&hold)
-        .bind(customer.id())
-        .bind(plugin_id)
-        .bind(region)
-        .bind(amount)
-        .bind(request.now_ms)
-        .bind(expires_at_ms)
-        .execute(&mut *c)
-        .await?;
-    });
-    remember(conn, request, &fingerprint, &hold).await?;
-    Ok(hold)
-}
-
-/// Locks the customer of a hold of `plugin_id`. Returns the customer account.
-async fn lock_hold_owner(
-    conn: &mut Conn<'_>,
-    plugin_id: &str,
-    hold: &str,
-) -> Result<Account, LedgerError> {
-    let account_id: Option<String> = with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar("SELECT account_id FROM ledger_holds WHERE id = $1 AND plugin_id = $2")
-            .bind(hold)
-            .bind(plugin_id)
-            .fetch_optional(&mut *c)
-            .await?
-    });
-    let account_id = account_id.ok_or(LedgerError::HoldNotFound)?;
-    let customer = Account::customer_from_id(&account_id, "holds are on customer accounts");
-    lock(conn, &customer).await?;
-    Ok(customer)
-}
-
-/// A hold read under its owner's lock, checked to be open and unexpired: (region, amount).
-async fn open_hold(
-    conn: &mut Conn<'_>,
-    hold: &str,
-    now_ms: i64,
-) -> Result<(String, i64), LedgerError> {
-    let (region, amount, expires_at_ms, status): (String, i64, i64, String) = with_conn!(conn.reborrow(), c => {
-        sqlx::query_as("SELECT region, amount, expires_at_ms, status FROM ledger_holds WHERE id = $1")
-            .bind(hold)
-            .fetch_one(&mut *c)
-            .await?
-    });
-    if status != "open" {
-        return Err(LedgerError::HoldAlreadyResolved(status));
-    }
-    if expires_at_ms <= now_ms {
-        return Err(LedgerError::HoldAlreadyResolved("expired".into()));
-    }
-    Ok((region, amount))
-}
-
-async fn resolve_hold(
-    conn: &mut Conn<'_>,
-    hold: &str,
-    status: &str,
-    capture: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    with_conn!(conn.reborrow(), c => {
-        sqlx::query("UPDATE ledger_holds SET status = $1, capture_posting = $2 WHERE id = $3")
-            .bind(status)
-            .bind(capture)
-            .bind(hold)
-            .execute(&mut *c)
-            .await
-            .map(drop)
-    })
-}
-
-/// Spends `amount` (at most the held amount) of a hold into the plugin's sink and releases the
-/// rest. Returns the posting id.
-pub async fn capture(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    hold: &str,
-    amount: i64,
-) -> Result<String, LedgerError> {
-    positive(amount)?;
-    let customer = lock_hold_owner(conn, plugin_id, hold).await?;
-    let fingerprint = Operation::Capture {
-        hold: hold.to_owned(),
-        amount,
-    }
-    .fingerprint(plugin_id, "");
-    if let Some(posting) = remembered(conn, request, &fingerprint).await? {
-        return Ok(posting);
-    }
-    let (region, held_amount) = open_hold(conn, hold, request.now_ms).await?;
-    if amount > held_amount {
-        return Err(LedgerError::CaptureExceedsHold {
-            held: held_amount,
-            requested: amount,
-        });
-    }
-    // Resolve first so the hold no longer counts against what the capture may spend.
-    resolve_hold(conn, hold, "captured", None).await?;
-    let sink = Account::Sink {
-        plugin_id: plugin_id.to_owned(),
-        region: region.clone(),
-    };
-    let posting = spend_locked(
-        conn,
-        request,
-        &customer,
-        &sink,
-        (plugin_id, &region),
-        amount,
-        "capture",
-    )
-    .await?;
-    resolve_hold(conn, hold, "captured", Some(&posting)).await?;
-    remember(conn, request, &fingerprint, &posting).await?;
-    Ok(posting)
-}
-
-/// Releases a hold: its points are available again.
-pub async fn release(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    hold: &str,
-) -> Result<(), LedgerError> {
-    lock_hold_owner(conn, plugin_id, hold).await?;
-    let fingerprint = Operation::Release {
-        hold: hold.to_owned(),
-    }
-    .fingerprint(plugin_id, "");
-    if remembered(conn, request, &fingerprint).await?.is_some() {
-        return Ok(());
-    }
-    open_hold(conn, hold, request.now_ms).await?;
-    resolve_hold(conn, hold, "released", None).await?;
-    remember(conn, request, &fingerprint, hold).await?;
-    Ok(())
-}
-
-/// Reverses an award or a spend of `plugin_id`. Returns the reversal posting id.
-///
-/// A spend's points go back into the lots they came from. An award is clawed back from what
-/// the customer has available (the award's own lot first) into the budget; what cannot be
-/// clawed back is recorded as owed.
-pub async fn reverse(
-    conn: &mut Conn<'_>,
-    request: &Request<'_>,
-    plugin_id: &str,
-    posting: &str,
-) -> Result<String, LedgerError> {
-    let fingerprint = Operation::Reverse {
-        posting: posting.to_owned(),
-    }
-    .fingerprint(plugin_id, "");
-    let original: Option<(String, String, String, i64, Option<String>)> = with_conn!(conn.reborrow(), c => {
-        sqlx::query_as(
-            "SELECT kind, from_account, to_account, amount, region FROM ledger_postings \
-             WHERE id = $1 AND plugin_id = $2",
-        )
-        .bind(posting)
-        .bind(plugin_id)
-        .fetch_optional(&mut *c)
-        .await?
-    });
-    let (kind, from_id, to_id, amount, region) = original.ok_or(LedgerError::PostingNotFound)?;
-    let region = region.unwrap_or_default();
-    let customer_of =
-        |id: &str| Account::customer_from_id(id, "awards and spends involve a customer");
-    let budget = Account::Budget {
-        plugin_id: plugin_id.to_owned(),
-        region: region.clone(),
-    };
-    let reversal = match kind.as_str() {
-        "spend" | "capture" => {
-            let customer = customer_of(&from_id);
-            lock(conn, &customer).await?;
-            if let Some(reversal) = remembered(conn, request, &fingerprint).await? {
-                return Ok(reversal);
-            }
-            already_reversed(conn, posting).await?;
-            let sink = Account::Sink {
-                plugin_id: plugin_id.to_owned(),
-                region: region.clone(),
-            };
-            debug_assert_eq!(sink.id(), to_id);
-            let reversal = post(
-                conn,
-                request,
-                Movement {
-                    kind: "reverse",
-                    from: &sink,
-                    to: &customer,
-                    amount,
-                    plugin: Some((plugin_id, &region)),
-                    reverses: Some(posting),
-                },
-            )
-            .await?;
-            let moves: Vec<(String, i64)> = with_conn!(conn.reborrow(), c => {
-                sqlx::query_as("SELECT lot_id, amount FROM ledger_lot_moves WHERE posting_id = $1")
-                    .bind(posting)
-                    .fetch_all(&mut *c)
-                    .await?
-            });
-            for (lot, moved) in moves {
-                with_conn!(conn.reborrow(), c => {
-                    sqlx::query("UPDATE ledger_lots SET remaining = remaining + $1 WHERE id = $2")
-                        .bind(moved)
-                        .bind(&lot)
-                        .execute(&mut *c)
-                        .await?;
-                });
-            }
-            reversal
-        }
-        "award" => {
-            let customer = customer_of(&to_id);
-            lock(conn, &budget).await?;
-            lock(conn, &customer).await?;
-            if let Some(reversal) = remembered(conn, request, &fingerprint).await? {
-                return Ok(reversal);
-            }
-            already_reversed(conn, posting).await?;
-            let (mut lots, available) = spendable(conn, &customer, request.now_ms).await?;
-            // The award's own lot first.
-            let own_lot: Option<String> = with_conn!(conn.reborrow(), c => {
-                sqlx::query_scalar("SELECT id FROM ledger_lots WHERE award_posting = $1")
-                    .bind(posting)
-                    .fetch_optional(&mut *c)
-                    .await?
-            });
-            if let Some(own) = own_lot {
-                lots.sort_by_key(|(lot, _)| *lot != own);
-            }
-            let clawed = amount.min(available.max(0));
-            let owed = amount - clawed;
-            let reversal = if clawed > 0 {
-                let reversal = post(
-                    conn,
-                    request,
-                    Movement {
-                        kind: "reverse",
-                        from: &customer,
-                        to: &budget,
-                        amount: clawed,
-                        plugin: Some((plugin_id, &region)),
-                        reverses: Some(posting),
-                    },
-                )
-                .await?;
-                take_from_lots(conn, &reversal, &lots, clawed).await?;
-                reversal
-            } else {
-                // Nothing to move: an empty posting is not allowed, so the reversal is only
-                // the record of what is owed.
-                request.new_id()
-            };
-            with_conn!(conn.reborrow(), c => {
-                sqlx::query(
-                    "INSERT INTO ledger_clawbacks (reversal_posting, original_posting, clawed, owed) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&reversal)
-                .bind(posting)
-                .bind(clawed)
-                .bind(owed)
-                .execute(&mut *c)
-                .await?;
-            });
-            reversal
-        }
-        other => return Err(LedgerError::NotReversible(other.to_owned())),
-    };
-    remember(conn, request, &fingerprint, &reversal).await?;
-    Ok(reversal)
-}
-
-async fn already_reversed(conn: &mut Conn<'_>, posting: &str) -> Result<(), LedgerError> {
-    let reversed: i64 = with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM ledger_postings WHERE reverses = $1) \
-             + (SELECT COUNT(*) FROM ledger_clawbacks WHERE original_posting = $1)",
-        )
-        .bind(posting)
-        .fetch_one(&mut *c)
-        .await?
-    });
-    if reversed > 0 {
-        return Err(LedgerError::AlreadyReversed);
-    }
-    Ok(())
-}
-
 /// Moves what is left of lots that expired at or before `now_ms` to the `expired` account, at
-/// most `batch` lots. Returns how many lots it swept; running it again sweeps nothing new.
+/// most `batch` lots, and marks holds that lapsed as `expired`. Returns how many lots it
+/// swept; running it again sweeps nothing new.
 pub async fn sweep_expired(
     conn: &mut Conn<'_>,
     now_ms: i64,
     batch: i64,
 ) -> Result<usize, LedgerError> {
-    let lots: Vec<(String, String, i64)> = with_conn!(conn.reborrow(), c => {
+    let lots: Vec<(String, String)> = with_conn!(conn.reborrow(), c => {
         sqlx::query_as(
-            "SELECT id, account_id, remaining FROM ledger_lots WHERE remaining > 0 \
+            "SELECT id, account_id FROM ledger_lots WHERE remaining > 0 \
              AND expires_at_ms <= $1 ORDER BY account_id, id LIMIT $2",
         )
         .bind(now_ms)
@@ -1215,45 +485,44 @@ pub async fn sweep_expired(
         .fetch_all(&mut *c)
         .await?
     });
-    // Customers are locked in account order, so concurrent sweeps cannot deadlock.
+    let operations: Vec<Operation> = lots
+        .into_iter()
+        .map(|(lot, account)| Operation::Expire {
+            lot,
+            customer: Account::customer_number_in(&account)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect();
+    let request = Request {
+        scope: ADMIN_SCOPE,
+        key: "",
+        now_ms,
+        memo: "expired",
+        id: None,
+    };
+    let writes: Vec<Write<'_>> = operations
+        .iter()
+        .map(|operation| Write {
+            request: request.clone(),
+            plugin_id: "",
+            region: "",
+            operation,
+        })
+        .collect();
+    let mut engine = Batch::load(conn, &writes.iter().collect::<Vec<_>>()).await?;
     let mut swept = 0;
-    for (lot, account_id, _) in lots {
-        let customer = Account::customer_from_id(&account_id, "lots belong to customers");
-        lock(conn, &customer).await?;
-        // Read again under the lock: a concurrent spend cannot take expired lots, but a
-        // concurrent sweep may have emptied it.
-        let remaining: i64 = with_conn!(conn.reborrow(), c => {
-            sqlx::query_scalar("SELECT remaining FROM ledger_lots WHERE id = $1")
-                .bind(&lot)
-                .fetch_one(&mut *c)
-                .await?
-        });
-        if remaining == 0 {
-            continue;
-        }
-        let request = Request {
-            scope: ADMIN_SCOPE,
-            key: "",
-            now_ms,
-            memo: "expired",
-            id: None,
-        };
-        let posting = post(
-            conn,
-            &request,
-            Movement {
-                kind: "expire",
-                from: &customer,
-                to: &Account::Expired,
-                amount: remaining,
-                plugin: None,
-                reverses: None,
-            },
-        )
-        .await?;
-        take_from_lots(conn, &posting, &[(lot, remaining)], remaining).await?;
-        swept += 1;
+    for write in &writes {
+        // A concurrent sweep may have emptied the lot first: then there is nothing to move.
+        swept += usize::from(!engine.apply(write)?.is_empty());
     }
+    engine.flush(conn).await?;
+    with_conn!(conn.reborrow(), c => {
+        sqlx::query("UPDATE ledger_holds SET status = 'expired' WHERE status = 'open' AND expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut *c)
+            .await?;
+    });
     Ok(swept)
 }
 
@@ -1290,36 +559,63 @@ pub fn start_sweeper(db: crate::db::Db, interval: std::time::Duration) {
     });
 }
 
-/// A customer's balance at `now_ms`.
+/// A customer's balance at `now_ms`, with the points of each unexpired lot.
 pub async fn balance(
     conn: &mut Conn<'_>,
     customer: &str,
     now_ms: i64,
 ) -> Result<Balance, sqlx::Error> {
-    let customer = Account::Customer(customer.to_owned());
-    let total: Option<i64> = with_conn!(conn.reborrow(), c => {
-        sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE id = $1")
-            .bind(customer.id())
-            .fetch_optional(&mut *c)
-            .await?
-    });
-    let expiring: Vec<(i64, i64)> = with_conn!(conn.reborrow(), c => {
+    let mut balance = balance_summary(conn, customer, now_ms).await?;
+    balance.expiring = expiring_lots(conn, customer, now_ms).await?;
+    Ok(balance)
+}
+
+/// A customer's unexpired lots with points left at `now_ms`: (expires at ms, points),
+/// earliest first.
+pub async fn expiring_lots(
+    conn: &mut Conn<'_>,
+    customer: &str,
+    now_ms: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    with_conn!(conn.reborrow(), c => {
         sqlx::query_as(
             "SELECT expires_at_ms, remaining FROM ledger_lots WHERE account_id = $1 \
              AND remaining > 0 AND expires_at_ms > $2 ORDER BY expires_at_ms, id",
         )
-        .bind(customer.id())
+        .bind(Account::Customer(customer.to_owned()).id())
         .bind(now_ms)
         .fetch_all(&mut *c)
+        .await
+    })
+}
+
+/// A customer's balance at `now_ms` without the lots (`expiring` is empty): one query
+/// however many lots the customer has.
+pub async fn balance_summary(
+    conn: &mut Conn<'_>,
+    customer: &str,
+    now_ms: i64,
+) -> Result<Balance, sqlx::Error> {
+    // The balance is what the lots hold: less the expired lots not yet swept (few, and
+    // found through the index of lots with points left) it is what is unexpired.
+    let (total, expired, held): (i64, i64, i64) = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(
+            "SELECT COALESCE((SELECT balance FROM ledger_accounts WHERE id = $1), 0), \
+             CAST(COALESCE((SELECT SUM(remaining) FROM ledger_lots WHERE account_id = $1 \
+             AND remaining > 0 AND expires_at_ms <= $2), 0) AS BIGINT), \
+             CAST(COALESCE((SELECT SUM(amount) FROM ledger_holds WHERE account_id = $1 \
+             AND status = 'open' AND expires_at_ms > $2), 0) AS BIGINT)",
+        )
+        .bind(Account::Customer(customer.to_owned()).id())
+        .bind(now_ms)
+        .fetch_one(&mut *c)
         .await?
     });
-    let held = held(conn, &customer, now_ms).await?;
-    let in_lots: i64 = expiring.iter().map(|(_, remaining)| remaining).sum();
     Ok(Balance {
-        total: total.unwrap_or(0),
-        available: (in_lots - held).max(0),
+        total,
+        available: (total - expired - held).max(0),
         held,
-        expiring,
+        expiring: Vec::new(),
     })
 }
 

@@ -7,16 +7,17 @@
 //! committed meanwhile. A failed check fails the whole call with `store_conflict`; a trap, an
 //! error or a timeout simply drops the buffer. Nothing partial is ever visible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::db::{Conn, Pool};
+
 use crate::runtime::{HostFailure, LimitExceeded};
 
 mod host;
 
 /// Whose data a call works on: one plugin in one region.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope {
     /// The plugin id.
     pub plugin_id: String,
@@ -248,108 +249,204 @@ fn parse_counter(value: Option<&[u8]>) -> Option<i64> {
     }
 }
 
-/// Replays `writes` on `connection`, which must be inside a transaction the caller rolls
-/// back if this fails.
-pub async fn apply(connection: &mut Conn<'_>, writes: &WriteSet) -> Result<(), ApplyError> {
-    let Some(scope) = &writes.scope else {
-        return Ok(());
-    };
-    let mut keys_added: i64 = 0;
-    for op in &writes.ops {
-        match op {
-            Op::Put { key, value } => {
-                let existed = db::get(connection.reborrow(), scope, key).await?.is_some();
-                db::put(connection.reborrow(), scope, key, value).await?;
-                keys_added += i64::from(!existed);
-            }
-            Op::Delete { key } => {
-                keys_added -= i64::from(db::delete(connection.reborrow(), scope, key).await?);
-            }
-            Op::Increment {
-                key,
-                delta,
-                min,
-                max,
-            } => {
-                let current = db::get(connection.reborrow(), scope, key).await?;
-                let conflict = || ApplyError::Conflict {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                };
-                let value = parse_counter(current.as_deref()).ok_or_else(conflict)?;
-                let new = value.checked_add(*delta).ok_or_else(conflict)?;
-                if new < *min || new > *max {
-                    return Err(conflict());
-                }
-                db::put(
-                    connection.reborrow(),
-                    scope,
-                    key,
-                    new.to_string().as_bytes(),
-                )
-                .await?;
-                keys_added += i64::from(current.is_none());
-            }
-            Op::CompareAndSwap { key, expected, new } => {
-                let current = db::get(connection.reborrow(), scope, key).await?;
-                if current != *expected {
-                    return Err(ApplyError::Conflict {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                    });
-                }
-                match new {
-                    Some(value) => db::put(connection.reborrow(), scope, key, value).await?,
-                    None => {
-                        db::delete(connection.reborrow(), scope, key).await?;
-                    }
-                }
-                keys_added += i64::from(new.is_some()) - i64::from(current.is_some());
-            }
-        }
-    }
-    if keys_added != 0 {
-        let count = db::add_key_count(connection.reborrow(), scope, keys_added).await?;
-        if count > writes.keys_max as i64 && keys_added > 0 {
-            return Err(ApplyError::KeyLimit(writes.keys_max));
-        }
-    }
-    apply_ledger(connection, scope, writes).await
+/// The store data a batch of calls touches, and what applying their writes changed: the
+/// store's half of the commit writer's batch (the ledger's is [`crate::ledger::Batch`]).
+///
+/// [`Staged::load`] locks each written scope's usage row (in order, so hosts sharing
+/// PostgreSQL cannot deadlock) and reads the keys the writes name; [`Staged::apply`] replays
+/// one call's operations in memory, re-checking every `increment` bound, `compare-and-swap`
+/// expectation and the key limit; [`Staged::flush`] writes the result with a few multi-row
+/// statements.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// (scope, key) → (value now, value stored).
+    entries: HashMap<(Arc<Scope>, Vec<u8>), (Value, Value)>,
+    /// Scope → (keys now, keys stored).
+    counts: HashMap<Arc<Scope>, (i64, i64)>,
+    /// How to take back each change: the entry or count and its value before.
+    undo: Vec<StoreUndo>,
 }
 
-/// Replays the call's ledger writes; each must create what the plugin was told it created.
-async fn apply_ledger(
-    connection: &mut Conn<'_>,
-    scope: &Scope,
-    writes: &WriteSet,
-) -> Result<(), ApplyError> {
-    use crate::ledger::{LedgerError, Operation, Request};
-    for buffered in &writes.ledger {
-        let request = Request {
-            scope: &scope.plugin_id,
-            key: &buffered.key,
-            now_ms: writes.now_ms,
-            memo: &buffered.memo,
-            id: Some(&buffered.id),
-        };
-        let expected = match &buffered.operation {
-            Operation::Release { hold } => hold,
-            _ => &buffered.id,
-        };
-        match crate::ledger::apply(
-            connection,
-            &request,
-            &scope.plugin_id,
-            &scope.region,
-            &buffered.operation,
-        )
-        .await
-        {
-            Ok(created) if created == *expected => {}
-            Ok(_) => return Err(ApplyError::KeyTaken(buffered.key.clone())),
-            Err(LedgerError::Database(error)) => return Err(ApplyError::Database(error)),
-            Err(rule) => return Err(ApplyError::Ledger(rule)),
+/// A stored value, or `None` for an absent key.
+type Value = Option<Vec<u8>>;
+
+/// Rows to upsert: (key, value).
+type Rows<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+#[derive(Debug)]
+enum StoreUndo {
+    Entry(Arc<Scope>, Vec<u8>, Option<Vec<u8>>),
+    Count(Arc<Scope>, i64),
+}
+
+impl Staged {
+    /// Locks the scopes `writes` write to and reads the keys they name, in `connection`'s
+    /// transaction.
+    pub async fn load(
+        connection: &mut Conn<'_>,
+        writes: &[&WriteSet],
+    ) -> Result<Staged, sqlx::Error> {
+        let mut staged = Staged::default();
+        let mut keys: BTreeMap<Arc<Scope>, Vec<Vec<u8>>> = BTreeMap::new();
+        for write in writes {
+            if let Some(scope) = &write.scope
+                && !write.ops.is_empty()
+            {
+                keys.entry(scope.clone())
+                    .or_default()
+                    .extend(write.ops.iter().map(|op| op.key().to_vec()));
+            }
+        }
+        for (scope, mut scope_keys) in keys {
+            let count = db::lock_usage(connection.reborrow(), &scope).await?;
+            staged.counts.insert(scope.clone(), (count, count));
+            scope_keys.sort();
+            scope_keys.dedup();
+            for key in &scope_keys {
+                staged
+                    .entries
+                    .insert((scope.clone(), key.clone()), (None, None));
+            }
+            for (key, value) in db::get_many(connection.reborrow(), &scope, &scope_keys).await? {
+                staged
+                    .entries
+                    .insert((scope.clone(), key), (Some(value.clone()), Some(value)));
+            }
+        }
+        Ok(staged)
+    }
+
+    /// The point [`Staged::undo_to`] returns to.
+    pub fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Takes back everything applied since `mark`.
+    pub fn undo_to(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            match self.undo.pop() {
+                Some(StoreUndo::Entry(scope, key, before)) => {
+                    if let Some((value, _)) = self.entries.get_mut(&(scope, key)) {
+                        *value = before;
+                    }
+                }
+                Some(StoreUndo::Count(scope, before)) => {
+                    if let Some((count, _)) = self.counts.get_mut(&scope) {
+                        *count = before;
+                    }
+                }
+                None => break,
+            }
         }
     }
-    Ok(())
+
+    fn get(&self, scope: &Arc<Scope>, key: &[u8]) -> Option<&Vec<u8>> {
+        self.entries
+            .get(&(scope.clone(), key.to_vec()))
+            .and_then(|(value, _)| value.as_ref())
+    }
+
+    fn set(&mut self, scope: &Arc<Scope>, key: &[u8], new: Option<Vec<u8>>) {
+        let slot = self
+            .entries
+            .entry((scope.clone(), key.to_vec()))
+            .or_default();
+        let before = std::mem::replace(&mut slot.0, new);
+        self.undo
+            .push(StoreUndo::Entry(scope.clone(), key.to_vec(), before));
+    }
+
+    /// Replays `writes`' store operations, or returns why they no longer hold (the caller
+    /// then undoes them).
+    pub fn apply(&mut self, writes: &WriteSet) -> Result<(), ApplyError> {
+        let Some(scope) = &writes.scope else {
+            return Ok(());
+        };
+        if writes.ops.is_empty() {
+            return Ok(());
+        }
+        let mut keys_added: i64 = 0;
+        for op in &writes.ops {
+            let current = self.get(scope, op.key()).cloned();
+            let conflict = || ApplyError::Conflict {
+                key: String::from_utf8_lossy(op.key()).into_owned(),
+            };
+            let new = match op {
+                Op::Put { value, .. } => Some(value.clone()),
+                Op::Delete { .. } => None,
+                Op::Increment {
+                    delta, min, max, ..
+                } => {
+                    let value = parse_counter(current.as_deref()).ok_or_else(conflict)?;
+                    let new = value.checked_add(*delta).ok_or_else(conflict)?;
+                    if new < *min || new > *max {
+                        return Err(conflict());
+                    }
+                    Some(new.to_string().into_bytes())
+                }
+                Op::CompareAndSwap { expected, new, .. } => {
+                    if current != *expected {
+                        return Err(conflict());
+                    }
+                    new.clone()
+                }
+            };
+            keys_added += i64::from(new.is_some()) - i64::from(current.is_some());
+            self.set(scope, op.key(), new);
+        }
+        if keys_added != 0 {
+            let (count, _) = self.counts.get_mut(scope).ok_or_else(|| {
+                ApplyError::Database(sqlx::Error::Protocol("store scope not locked".into()))
+            })?;
+            let before = *count;
+            *count += keys_added;
+            let after = *count;
+            self.undo.push(StoreUndo::Count(scope.clone(), before));
+            if keys_added > 0 && after > writes.keys_max as i64 {
+                return Err(ApplyError::KeyLimit(writes.keys_max));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the applied operations changed.
+    pub async fn flush(self, connection: &mut Conn<'_>) -> Result<(), sqlx::Error> {
+        let mut puts: BTreeMap<&Arc<Scope>, Rows<'_>> = BTreeMap::new();
+        let mut deletes: BTreeMap<&Arc<Scope>, Vec<Vec<u8>>> = BTreeMap::new();
+        for ((scope, key), (value, stored)) in &self.entries {
+            if value == stored {
+                continue;
+            }
+            match value {
+                Some(value) => puts.entry(scope).or_default().push((key, value)),
+                None => deletes.entry(scope).or_default().push(key.clone()),
+            }
+        }
+        for (scope, rows) in puts {
+            db::put_many(connection.reborrow(), scope, &rows).await?;
+        }
+        for (scope, keys) in deletes {
+            db::delete_many(connection.reborrow(), scope, &keys).await?;
+        }
+        for (scope, (count, stored)) in &self.counts {
+            if count != stored {
+                db::set_key_count(connection.reborrow(), scope, *count).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Op {
+    /// The key the operation writes.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::Increment { key, .. }
+            | Op::CompareAndSwap { key, .. } => key,
+        }
+    }
 }
 
 mod db {
@@ -376,39 +473,86 @@ mod db {
         })
     }
 
-    pub async fn put(
+    /// The values of those of `keys` that exist.
+    pub async fn get_many(
         conn: Conn<'_>,
         scope: &Scope,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), sqlx::Error> {
-        with_conn!(conn, c => {
-            sqlx::query(
-                "INSERT INTO store_entries (plugin_id, region, key, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(&scope.plugin_id)
-            .bind(&scope.region)
-            .bind(key)
-            .bind(value)
-            .execute(&mut *c)
-            .await
-            .map(drop)
-        })
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+        let mut found = Vec::new();
+        let mut conn = conn;
+        for chunk in crate::db::lookup_chunks(keys, crate::db::STATEMENT_ROWS[0]) {
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = with_conn!(conn.reborrow(), c => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "SELECT key, value FROM store_entries WHERE plugin_id = ",
+                );
+                query
+                    .push_bind(&scope.plugin_id)
+                    .push(" AND region = ")
+                    .push_bind(&scope.region)
+                    .push(" AND key IN (");
+                let mut list = query.separated(", ");
+                for key in &chunk {
+                    list.push_bind(key);
+                }
+                list.push_unseparated(")");
+                query.build_query_as().fetch_all(&mut *c).await?
+            });
+            found.extend(rows);
+        }
+        Ok(found)
     }
 
-    /// Deletes `key`; returns whether it was there.
-    pub async fn delete(conn: Conn<'_>, scope: &Scope, key: &[u8]) -> Result<bool, sqlx::Error> {
-        let rows = with_conn!(conn, c => {
-            sqlx::query("DELETE FROM store_entries WHERE plugin_id = $1 AND region = $2 AND key = $3")
-                .bind(&scope.plugin_id)
-                .bind(&scope.region)
-                .bind(key)
-                .execute(&mut *c)
-                .await?
-                .rows_affected()
-        });
-        Ok(rows > 0)
+    pub async fn put_many(
+        conn: Conn<'_>,
+        scope: &Scope,
+        rows: &[(&[u8], &[u8])],
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = conn;
+        for chunk in crate::db::statement_chunks(rows) {
+            with_conn!(conn.reborrow(), c => {
+                let mut query = sqlx::QueryBuilder::new(
+                    "INSERT INTO store_entries (plugin_id, region, key, value) ",
+                );
+                query.push_values(chunk, |mut row, (key, value)| {
+                    row.push_bind(&scope.plugin_id)
+                        .push_bind(&scope.region)
+                        .push_bind(*key)
+                        .push_bind(*value);
+                });
+                query.push(
+                    " ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
+                );
+                query.build().execute(&mut *c).await?;
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn delete_many(
+        conn: Conn<'_>,
+        scope: &Scope,
+        keys: &[Vec<u8>],
+    ) -> Result<(), sqlx::Error> {
+        let mut conn = conn;
+        for chunk in crate::db::lookup_chunks(keys, crate::db::STATEMENT_ROWS[0]) {
+            with_conn!(conn.reborrow(), c => {
+                let mut query =
+                    sqlx::QueryBuilder::new("DELETE FROM store_entries WHERE plugin_id = ");
+                query
+                    .push_bind(&scope.plugin_id)
+                    .push(" AND region = ")
+                    .push_bind(&scope.region)
+                    .push(" AND key IN (");
+                let mut list = query.separated(", ");
+                for key in &chunk {
+                    list.push_bind(key);
+                }
+                list.push_unseparated(")");
+                query.build().execute(&mut *c).await?;
+            });
+        }
+        Ok(())
     }
 
     /// Keys in `[from, to)` (`to` = `None`: no upper bound), in byte order.
@@ -445,24 +589,35 @@ mod db {
         Ok(count.unwrap_or(0).max(0) as u64)
     }
 
-    /// Adds `delta` to the plugin's key count and returns the new count.
-    pub async fn add_key_count(
-        conn: Conn<'_>,
-        scope: &Scope,
-        delta: i64,
-    ) -> Result<i64, sqlx::Error> {
+    /// Locks the scope's usage row until the transaction ends (creating it if needed) and
+    /// returns its key count: an upsert that changes nothing takes the row lock on PostgreSQL.
+    pub async fn lock_usage(conn: Conn<'_>, scope: &Scope) -> Result<i64, sqlx::Error> {
         with_conn!(conn, c => {
             sqlx::query_scalar(
-                "INSERT INTO store_usage (plugin_id, region, key_count) VALUES ($1, $2, $3) \
+                "INSERT INTO store_usage (plugin_id, region, key_count) VALUES ($1, $2, 0) \
                  ON CONFLICT (plugin_id, region) \
-                 DO UPDATE SET key_count = store_usage.key_count + excluded.key_count \
-                 RETURNING key_count",
+                 DO UPDATE SET key_count = store_usage.key_count RETURNING key_count",
             )
             .bind(&scope.plugin_id)
             .bind(&scope.region)
-            .bind(delta)
             .fetch_one(&mut *c)
             .await
+        })
+    }
+
+    pub async fn set_key_count(
+        conn: Conn<'_>,
+        scope: &Scope,
+        count: i64,
+    ) -> Result<(), sqlx::Error> {
+        with_conn!(conn, c => {
+            sqlx::query("UPDATE store_usage SET key_count = $3 WHERE plugin_id = $1 AND region = $2")
+                .bind(&scope.plugin_id)
+                .bind(&scope.region)
+                .bind(count)
+                .execute(&mut *c)
+                .await
+                .map(drop)
         })
     }
 }
