@@ -11,6 +11,7 @@
 //! hot budget account, committed durably) with one customer per connection, on SQLite and, when
 //! given a PostgreSQL URL, on PostgreSQL beside `pgbench -b tpcb-like` on the same server.
 
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ pub async fn run(
     duration: Duration,
     connections: usize,
     postgres: Option<String>,
+    import_lines: u64,
 ) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     config.data_dir = data.path().to_owned();
@@ -72,7 +74,10 @@ pub async fn run(
         id: "bench-customer".into(),
         region: "cn".into(),
     };
-    let token = state.identity.mint(&customer, Duration::from_secs(3600));
+    let token = state
+        .identity
+        .mint(&customer, Duration::from_secs(3600))
+        .context(NO_SECRET)?;
     let (lifecircle_address, stop_lifecircle) = {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -143,6 +148,9 @@ pub async fn run(
     let _ = stop_bare.send(());
     println!();
 
+    identity_cases(duration, import_lines).await?;
+    println!();
+
     println!(
         "Ledger: POST /v1/scenarios/points-demo/churn (spend 1 + award 1 from one hot budget), {connections} connections, {} s per row",
         duration.as_secs()
@@ -189,6 +197,116 @@ pub async fn run(
         }
         Err(error) => println!("pgbench did not run: {error:#}"),
     }
+    Ok(())
+}
+
+/// Token verification per request (HS256, and RS256/ES256 with the test key pairs in
+/// `tests/fixtures/keys` when run from the repository), and a customer import of
+/// `import_lines` generated lines through `lifecircle admin import-customers` in a child
+/// process, which reports its own peak memory.
+async fn identity_cases(duration: Duration, import_lines: u64) -> anyhow::Result<()> {
+    use crate::identity::{Identity, TokenKey, TokenRules};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    println!(
+        "Identity: customer token verification (one thread, {} s per row); customer import",
+        duration.as_secs()
+    );
+    println!("{:>34} {:>12} {:>10}", "token", "verifies/s", "µs each");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": "6222000011112222", "region": "cn-fj", "exp": exp});
+    let mut cases: Vec<(&str, Identity, String)> = Vec::new();
+    let secret = [7u8; 32];
+    let hs = Identity::hs256(&secret, &[1; 32], 0);
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&secret),
+    )?;
+    cases.push(("HS256", hs, token));
+    let keys = std::path::Path::new("tests/fixtures/keys");
+    for (name, algorithm, file) in [
+        ("RS256", Algorithm::RS256, "rs-1"),
+        ("ES256", Algorithm::ES256, "es-1"),
+    ] {
+        let (Ok(private), true) = (
+            std::fs::read(keys.join(format!("{file}.key.pem"))),
+            keys.join(format!("{file}.pub.pem")).is_file(),
+        ) else {
+            println!("{name:>34} (skipped: run from the repository for its test keys)");
+            continue;
+        };
+        let encoding = match algorithm {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&private)?,
+            _ => EncodingKey::from_rsa_pem(&private)?,
+        };
+        let mut header = Header::new(algorithm);
+        header.kid = Some(file.into());
+        let token = jsonwebtoken::encode(&header, &claims, &encoding)?;
+        let key = TokenKey::from_pem_file(file, name, &keys.join(format!("{file}.pub.pem")))?;
+        cases.push((
+            name,
+            Identity::new(vec![key], &TokenRules::default(), None, &[1; 32]),
+            token,
+        ));
+    }
+    for (name, identity, token) in &cases {
+        let started = Instant::now();
+        let mut verified = 0u64;
+        while started.elapsed() < duration {
+            for _ in 0..100 {
+                identity
+                    .verify(token)
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            }
+            verified += 100;
+        }
+        let rate = verified as f64 / started.elapsed().as_secs_f64();
+        println!("{name:>34} {rate:>12.0} {:>10.1}", 1e6 / rate);
+    }
+
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("customers.jsonl");
+    {
+        use std::io::Write as _;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for index in 0..import_lines {
+            writeln!(
+                out,
+                r#"{{"customer_number":"62220000{index:08}","region":"cn-fj-{}","tier":"gold","tags":["vip","potential VIP"]}}"#,
+                index % 9
+            )?;
+        }
+        out.flush()?;
+    }
+    let bytes = std::fs::metadata(&file)?.len();
+    let started = Instant::now();
+    let output = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["admin", "import-customers"])
+        .arg(&file)
+        .env("LIFECIRCLE_LOG", "warn")
+        .output()
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(output.status.success(), "the import failed: {output:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let peak = stderr
+        .lines()
+        .find_map(|line| line.split("peak memory ").nth(1))
+        .unwrap_or("unknown")
+        .trim();
+    println!(
+        "import of {import_lines} JSON lines ({:.0} MB) into SQLite: {:.0} customers/s, \
+         {seconds:.1} s, peak memory {peak}, inserted {}",
+        bytes as f64 / 1e6,
+        import_lines as f64 / seconds,
+        summary["inserted"]
+    );
     Ok(())
 }
 
@@ -262,6 +380,10 @@ async fn pgbench(url: &str, clients: usize, duration: Duration) -> anyhow::Resul
     Ok((tps, latency))
 }
 
+/// Why the benchmarks cannot sign their customer tokens.
+const NO_SECRET: &str = "the benchmarks sign customer tokens with auth.token_secret; this \
+                         configuration has only public keys, so set auth.token_secret too";
+
 /// `churn` calls on `points-demo`, one customer per connection, all drawing on one budget.
 async fn ledger_case(
     state: &AppState,
@@ -324,7 +446,8 @@ async fn ledger_case(
                     Duration::from_secs(3600),
                 )
             })
-            .collect(),
+            .collect::<Option<_>>()
+            .context(NO_SECRET)?,
     );
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;

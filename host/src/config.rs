@@ -52,6 +52,66 @@ pub struct Config {
     /// Settings of the points ledger.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Settings of the customer identity service.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// What to do with a validly signed token of a customer the identity service does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCustomers {
+    /// Enroll them from the token's `region` (required) and `tier` claims.
+    AutoEnroll,
+    /// Refuse with 403 `customer_not_enrolled`: only imported customers may enter.
+    Reject,
+}
+
+/// Settings of the customer identity service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A valid token of a customer the service does not know: `auto_enroll` or `reject`.
+    #[serde(default = "default_unknown_customers")]
+    pub unknown_customers: UnknownCustomers,
+    /// Longest line of a customer import, in bytes; a longer line is rejected and skipped.
+    #[serde(default = "default_import_line_bytes_max")]
+    pub import_line_bytes_max: usize,
+    /// Bad lines an import report lists (the rest are counted).
+    #[serde(default = "default_import_errors_listed_max")]
+    pub import_errors_listed_max: usize,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            unknown_customers: default_unknown_customers(),
+            import_line_bytes_max: default_import_line_bytes_max(),
+            import_errors_listed_max: default_import_errors_listed_max(),
+        }
+    }
+}
+
+fn default_unknown_customers() -> UnknownCustomers {
+    UnknownCustomers::AutoEnroll
+}
+fn default_import_line_bytes_max() -> usize {
+    16 * 1024
+}
+fn default_import_errors_listed_max() -> usize {
+    1000
+}
+
+/// A public key customer tokens may be signed with.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKeyConfig {
+    /// The `kid` header of tokens signed with it.
+    pub kid: String,
+    /// `RS256` or `ES256`: the only algorithm this key verifies.
+    pub algorithm: String,
+    /// PEM file of the public key.
+    pub pem_file: PathBuf,
 }
 
 /// Settings of the points ledger.
@@ -116,16 +176,29 @@ fn default_sweep_interval_seconds() -> u64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret that customer tokens are signed with (at least 32 bytes). Unset means a
-    /// random development secret kept in the database, which `lifecircle token` also uses.
+    /// HS256 secret that customer tokens are signed with (at least 32 bytes). Unset, and with
+    /// no public keys configured, means a random development secret kept in the database,
+    /// which `lifecircle token` also uses.
     #[serde(default)]
     pub token_secret: Option<String>,
-    /// Clock skew tolerated when checking a token's `exp`, in seconds.
+    /// Public keys (RS256, ES256) tokens may be signed with, each named by its `kid`.
+    #[serde(default)]
+    pub token_keys: Vec<TokenKeyConfig>,
+    /// A JWKS file of public keys tokens may be signed with (each with a `kid`).
+    #[serde(default)]
+    pub token_jwks_file: Option<PathBuf>,
+    /// The `iss` every token must carry, if set.
+    #[serde(default)]
+    pub token_issuer: Option<String>,
+    /// The `aud` every token must carry, if set.
+    #[serde(default)]
+    pub token_audience: Option<String>,
+    /// Clock skew tolerated when checking a token's `exp` and `nbf`, in seconds.
     #[serde(default = "default_token_leeway_seconds")]
     pub token_leeway_seconds: u64,
-    /// The bootstrap admin token (at least 32 bytes) for `/admin/v1/...`, until admin accounts
-    /// exist. Unset means a random one kept in the database, printed by `serve` in
-    /// development mode.
+    /// A bootstrap `head_office` admin token (at least 32 bytes), named `config` in the admin
+    /// audit. Unset means a random one kept in the database, printed by `serve` in development
+    /// mode. Tokens made with `lifecircle admin create-token` need neither.
     #[serde(default)]
     pub admin_token: Option<String>,
 }
@@ -134,6 +207,10 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             token_secret: None,
+            token_keys: Vec::new(),
+            token_jwks_file: None,
+            token_issuer: None,
+            token_audience: None,
             token_leeway_seconds: default_token_leeway_seconds(),
             admin_token: None,
         }
@@ -515,6 +592,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "auth.admin_token must be at least 32 bytes".into(),
+            ));
+        }
+        if self.identity.import_line_bytes_max == 0 {
+            return Err(ConfigError::Invalid(
+                "identity.import_line_bytes_max must be at least 1".into(),
             ));
         }
         let ledger = &self.ledger;

@@ -50,6 +50,16 @@ pub enum ErrorCode {
     LedgerConflict,
     /// No valid admin token.
     AdminTokenInvalid,
+    /// The admin's role or region scope does not cover the request.
+    AdminForbidden,
+    /// The customer is frozen by the bank.
+    CustomerFrozen,
+    /// The identity service does not know the customer, and does not enroll from tokens.
+    CustomerNotEnrolled,
+    /// No such customer.
+    CustomerNotFound,
+    /// A customer import cannot be read at all (format, CSV header).
+    ImportInvalid,
     /// The request body is larger than the plugin accepts.
     RequestTooLarge,
     /// The plugin refused the request.
@@ -90,7 +100,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 39] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -107,6 +117,11 @@ impl ErrorCode {
         ErrorCode::BudgetExhausted,
         ErrorCode::LedgerConflict,
         ErrorCode::AdminTokenInvalid,
+        ErrorCode::AdminForbidden,
+        ErrorCode::CustomerFrozen,
+        ErrorCode::CustomerNotEnrolled,
+        ErrorCode::CustomerNotFound,
+        ErrorCode::ImportInvalid,
         ErrorCode::RequestTooLarge,
         ErrorCode::ScenarioRefused,
         ErrorCode::PluginTrapped,
@@ -146,6 +161,11 @@ impl ErrorCode {
             ErrorCode::BudgetExhausted => "budget_exhausted",
             ErrorCode::LedgerConflict => "ledger_conflict",
             ErrorCode::AdminTokenInvalid => "admin_token_invalid",
+            ErrorCode::AdminForbidden => "admin_forbidden",
+            ErrorCode::CustomerFrozen => "customer_frozen",
+            ErrorCode::CustomerNotEnrolled => "customer_not_enrolled",
+            ErrorCode::CustomerNotFound => "customer_not_found",
+            ErrorCode::ImportInvalid => "import_invalid",
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::ScenarioRefused => "scenario_refused",
             ErrorCode::PluginTrapped => "plugin_trapped",
@@ -177,14 +197,19 @@ impl ErrorCode {
         match self {
             ErrorCode::BodyInvalidJson
             | ErrorCode::RequestInvalid
-            | ErrorCode::ScenarioInvalidInput => StatusCode::BAD_REQUEST,
+            | ErrorCode::ScenarioInvalidInput
+            | ErrorCode::ImportInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::TokenMissing
             | ErrorCode::TokenInvalid
             | ErrorCode::TokenExpired
             | ErrorCode::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
+            ErrorCode::AdminForbidden
+            | ErrorCode::CustomerFrozen
+            | ErrorCode::CustomerNotEnrolled => StatusCode::FORBIDDEN,
             ErrorCode::RouteNotFound
             | ErrorCode::PluginNotFound
-            | ErrorCode::ScenarioActionUnknown => StatusCode::NOT_FOUND,
+            | ErrorCode::ScenarioActionUnknown
+            | ErrorCode::CustomerNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ScenarioConflict
             | ErrorCode::StoreConflict

@@ -95,6 +95,9 @@ pub enum StartError {
     /// A plugin bundle is bad.
     #[error(transparent)]
     Plugins(#[from] registry::RegistryError),
+    /// A customer-token key could not be loaded.
+    #[error(transparent)]
+    TokenKey(#[from] identity::token::KeyError),
 }
 
 /// Opens the database and returns the identity service (used by `lifecircle token` too).
@@ -111,16 +114,38 @@ pub async fn open_identity(
         source,
     };
     let db = db::Db::open(&url).await.map_err(database_error)?;
-    let (token_secret, development) = match &config.auth.token_secret {
-        Some(secret) => (secret.as_bytes().to_vec(), false),
-        None => (db.secret("token").await.map_err(database_error)?, true),
+    let auth = &config.auth;
+    let mut keys = Vec::new();
+    for key in &auth.token_keys {
+        keys.push(identity::TokenKey::from_pem_file(
+            &key.kid,
+            &key.algorithm,
+            &key.pem_file,
+        )?);
+    }
+    if let Some(path) = &auth.token_jwks_file {
+        keys.extend(identity::TokenKey::from_jwks_file(path)?);
+    }
+    // A development secret only when the bank configured no key at all: with public keys, an
+    // HS256 token is accepted only if the bank set a secret too.
+    let (secret, development) = match &auth.token_secret {
+        Some(secret) => (Some(secret.as_bytes().to_vec()), false),
+        None if keys.is_empty() => (
+            Some(db.secret("token").await.map_err(database_error)?),
+            true,
+        ),
+        None => (None, false),
+    };
+    if let Some(secret) = &secret {
+        keys.push(identity::TokenKey::hs256(secret));
+    }
+    let rules = identity::TokenRules {
+        issuer: auth.token_issuer.clone(),
+        audience: auth.token_audience.clone(),
+        leeway_seconds: auth.token_leeway_seconds,
     };
     let pseudonym_key = db.secret("pseudonym").await.map_err(database_error)?;
-    let identity = identity::Identity::new(
-        &token_secret,
-        &pseudonym_key,
-        config.auth.token_leeway_seconds,
-    );
+    let identity = identity::Identity::new(keys, &rules, secret.as_deref(), &pseudonym_key);
     Ok((db, identity, development))
 }
 

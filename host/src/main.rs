@@ -1,4 +1,5 @@
-//! The `lifecircle` command: serve plugins, mint development tokens, run the benchmarks.
+//! The `lifecircle` command: serve plugins, mint development tokens, manage admin tokens and
+//! customers, run the benchmarks.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Manage admin tokens and customers without a running host.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Measure the engine and the HTTP path and print a table.
     Bench {
         /// Directory containing the `hello` bundle (default plugins/dist/reference).
@@ -65,6 +71,33 @@ enum Command {
         /// the same server (schemas lc_bench and lc_bench_pgbench are dropped and recreated).
         #[arg(long, value_name = "URL")]
         postgres: Option<String>,
+        /// Lines of the generated customer file the import case imports.
+        #[arg(long, default_value_t = 1_000_000)]
+        import_lines: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin API token and print it (once).
+    CreateToken {
+        /// head_office, branch_admin, reviewer or viewer.
+        #[arg(long)]
+        role: String,
+        /// The region it manages (branch_admin: required; head_office: none).
+        #[arg(long)]
+        region: Option<String>,
+        /// A name for it, recorded as the actor of every change it makes.
+        #[arg(long)]
+        name: String,
+    },
+    /// Import customers from a JSON Lines or CSV file, showing progress.
+    ImportCustomers {
+        /// The file.
+        file: PathBuf,
+        /// jsonl or csv (default: from the file's extension).
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -101,16 +134,24 @@ fn main() -> anyhow::Result<()> {
             region,
             ttl,
         } => runtime.block_on(token(config, customer, region, ttl)),
+        Command::Admin {
+            command: AdminCommand::CreateToken { role, region, name },
+        } => runtime.block_on(create_token(config, role, region, name)),
+        Command::Admin {
+            command: AdminCommand::ImportCustomers { file, format },
+        } => runtime.block_on(import_customers(config, file, format)),
         Command::Bench {
             seconds,
             connections,
             postgres,
+            import_lines,
             ..
         } => runtime.block_on(lifecircle::bench::run(
             config,
             Duration::from_secs(seconds),
             connections,
             postgres,
+            import_lines,
         )),
     }
 }
@@ -154,13 +195,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             id: "demo-customer".into(),
             region: "cn".into(),
         };
-        let token = if state.development_secret {
-            state
-                .identity
-                .mint(&customer, Duration::from_secs(24 * 3600))
-        } else {
-            "$(lifecircle token --customer demo-customer --region cn)".to_owned()
-        };
+        let minted = state
+            .identity
+            .mint(&customer, Duration::from_secs(24 * 3600))
+            .filter(|_| state.development_secret);
+        let token = minted
+            .unwrap_or_else(|| "$(lifecircle token --customer demo-customer --region cn)".into());
         if state.development_secret {
             say!("Admin token (development): {}", state.admin_token);
         }
@@ -184,17 +224,135 @@ async fn token(config: Config, customer: String, region: String, ttl: u64) -> an
         "--region must be lowercase letters, digits or '-' (e.g. cn-fj)"
     );
     let (_db, identity, _) = lifecircle::open_identity(&config).await?;
-    println!(
-        "{}",
-        identity.mint(
-            &Customer {
-                id: customer,
-                region
-            },
-            Duration::from_secs(ttl)
-        )
-    );
+    let customer = Customer {
+        id: customer,
+        region,
+    };
+    let token = identity.mint(&customer, Duration::from_secs(ttl)).context(
+        "this host verifies mobile banking's public keys only, so it cannot sign tokens; \
+             set auth.token_secret (HS256) to mint development tokens",
+    )?;
+    println!("{token}");
     Ok(())
+}
+
+async fn create_token(
+    config: Config,
+    role: String,
+    region: Option<String>,
+    name: String,
+) -> anyhow::Result<()> {
+    use lifecircle::identity::admins::{self, Admin, Role};
+    let role = Role::parse(&role).with_context(|| {
+        format!("--role {role:?}: use head_office, branch_admin, reviewer or viewer")
+    })?;
+    let admin = Admin { name, role, region };
+    admins::check(&admin.name, admin.role, admin.region.as_deref())?;
+    let (db, _, _) = lifecircle::open_identity(&config).await?;
+    let mut transaction = db.write.begin().await?;
+    let now_ms = lifecircle::ledger::now_ms();
+    let token = admins::create(&mut transaction.conn(), &admin, now_ms).await?;
+    let change = lifecircle::audit::admin::Change {
+        actor: "cli",
+        action: "admin_token.create",
+        target: format!("admin_token/{}", admin.name),
+        region: admin.region.as_deref(),
+        before: None,
+        after: Some(serde_json::to_value(&admin)?),
+    };
+    lifecircle::audit::admin::record(&mut transaction.conn(), &change, now_ms).await?;
+    transaction.commit().await?;
+    eprintln!(
+        "Created admin token {:?} ({}{}). It is shown once; keep it safe:",
+        admin.name,
+        admin.role.as_str(),
+        admin
+            .region
+            .as_deref()
+            .map(|r| format!(" of {r}"))
+            .unwrap_or_default()
+    );
+    println!("{token}");
+    Ok(())
+}
+
+async fn import_customers(
+    config: Config,
+    file: PathBuf,
+    format: Option<String>,
+) -> anyhow::Result<()> {
+    use lifecircle::identity::import::{Format, ImportLimits, Importer};
+    use tokio::io::AsyncReadExt;
+    let name = format.or_else(|| {
+        file.extension()
+            .map(|extension| extension.to_string_lossy().into_owned())
+    });
+    let format = name
+        .as_deref()
+        .and_then(Format::from_name)
+        .with_context(|| {
+            format!(
+                "cannot tell the format of {}: give --format jsonl or --format csv",
+                file.display()
+            )
+        })?;
+    let mut input = tokio::fs::File::open(&file)
+        .await
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let total = input.metadata().await?.len();
+    let (db, _, _) = lifecircle::open_identity(&config).await?;
+    let limits = ImportLimits {
+        line_bytes_max: config.identity.import_line_bytes_max,
+        errors_listed_max: config.identity.import_errors_listed_max,
+    };
+    let mut importer = Importer::new(db.write.clone(), format, "cli", None, limits);
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    let started = std::time::Instant::now();
+    let mut shown = std::time::Instant::now();
+    loop {
+        let n = input.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        importer.feed(&buffer[..n]).await?;
+        if shown.elapsed() >= Duration::from_millis(250) {
+            shown = std::time::Instant::now();
+            progress(importer.summary().lines, read, total, started.elapsed());
+        }
+    }
+    let summary = importer.finish().await?;
+    progress(summary.lines, read, total, started.elapsed());
+    eprintln!();
+    if let Some(peak) = peak_memory_bytes() {
+        eprintln!("peak memory {:.1} MB", peak as f64 / 1e6);
+    }
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+/// The process's peak resident memory (Linux's `VmHWM`), if known.
+fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One line of import progress on stderr, redrawn in place.
+fn progress(lines: u64, read: u64, total: u64, elapsed: Duration) {
+    let percent = if total == 0 {
+        100.0
+    } else {
+        read as f64 * 100.0 / total as f64
+    };
+    let rate = lines as f64 / elapsed.as_secs_f64().max(0.001);
+    eprint!(
+        "\r{lines:>10} lines  {:>8.1} / {:.1} MB  {percent:>5.1}%  {rate:>9.0} lines/s",
+        read as f64 / 1e6,
+        total as f64 / 1e6
+    );
 }
 
 async fn shutdown_signal() {

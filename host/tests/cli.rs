@@ -152,3 +152,136 @@ fn a_typo_in_the_config_file_stops_the_host_naming_the_key() {
     assert!(stderr.contains("listne"), "{stderr}");
     assert!(stderr.contains("lifecircle.toml"), "{stderr}");
 }
+
+/// Starts `serve` on `data` and returns it with the address it serves on.
+fn serve(data: &Path) -> (Child, String) {
+    let mut child = lifecircle(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
+        .arg(reference_plugins())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("lifecircle starts");
+    let lines = stdout_lines(&mut child);
+    let first = lines
+        .recv_timeout(Duration::from_secs(120))
+        .expect("serve prints its banner");
+    let address = first
+        .strip_prefix("Lifecircle is serving on ")
+        .expect("the banner names the address")
+        .to_owned();
+    (child, address)
+}
+
+/// The status code of `curl -X method url` with `token`.
+fn curl_status(method: &str, url: &str, token: &str) -> String {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            method,
+            url,
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Idempotency-Key: cli-test",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-d", r#"{"points": 10}"#])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn admin_create_token_prints_a_token_scoped_to_its_role_and_region() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let create = |args: &[&str]| {
+        lifecircle(data.path())
+            .args(["admin", "create-token"])
+            .args(args)
+            .output()
+            .expect("lifecircle runs")
+    };
+    let output = create(&[
+        "--role",
+        "branch_admin",
+        "--region",
+        "cn-fj",
+        "--name",
+        "fj-ops",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the token alone on stdout: {stdout}"
+    );
+    let token = stdout.trim().to_owned();
+    assert!(token.starts_with("lca_"), "{token}");
+    let again = create(&["--role", "viewer", "--name", "fj-ops"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{again:?}"
+    );
+    let no_region = create(&["--role", "branch_admin", "--name", "gd-ops"]);
+    assert!(!no_region.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_region.stderr).contains("--region"),
+        "{no_region:?}"
+    );
+
+    let (mut child, address) = serve(data.path());
+    let budget = |region: &str| format!("{address}/admin/v1/budgets/hello/{region}");
+    assert_eq!(curl_status("POST", &budget("cn-fj"), &token), "200");
+    assert_eq!(curl_status("POST", &budget("cn-gd"), &token), "403");
+    assert_eq!(curl_status("GET", &budget("cn-fj"), "lca_wrong"), "401");
+    child.kill().expect("kill");
+    child.wait().expect("exits");
+}
+
+#[test]
+fn admin_import_customers_lands_good_lines_reports_bad_ones_and_is_idempotent() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let file = data.path().join("customers.jsonl");
+    std::fs::write(
+        &file,
+        "{\"customer_number\": \"c1\", \"region\": \"cn-fj\", \"tags\": [\"vip\"]}\n\
+         {\"customer_number\": \"c2\", \"region\": \"cn-fj\"}\n\
+         {\"customer_number\": \"c3\"}\n\
+         {\"customer_number\": \"c4\", \"region\": \"cn\", \"status\": \"frozen\"}\n",
+    )
+    .expect("write");
+    let import = || {
+        let output = lifecircle(data.path())
+            .args(["admin", "import-customers"])
+            .arg(&file)
+            .output()
+            .expect("lifecircle runs");
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(stderr.contains("lines"), "progress on stderr: {stderr}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("a JSON summary")
+    };
+    let first = import();
+    assert_eq!(
+        (&first["inserted"], &first["rejected"]),
+        (&3.into(), &1.into()),
+        "{first}"
+    );
+    assert_eq!(first["errors"][0]["line"], 3);
+    assert_eq!(first["errors"][0]["field"], "region");
+    let second = import();
+    assert_eq!(
+        (&second["inserted"], &second["unchanged"]),
+        (&0.into(), &3.into()),
+        "{second}"
+    );
+}

@@ -34,13 +34,17 @@ async fn a_missing_token_is_401_token_missing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_401_token_expired() {
     let host = TestHost::start_with(&[HELLO], |config| config.auth.token_leeway_seconds = 0).await;
-    let token = host.state.identity.mint(
-        &Customer {
-            id: "alice".into(),
-            region: "cn".into(),
-        },
-        Duration::ZERO,
-    );
+    let token = host
+        .state
+        .identity
+        .mint(
+            &Customer {
+                id: "alice".into(),
+                region: "cn".into(),
+            },
+            Duration::ZERO,
+        )
+        .expect("HS256");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let reply = echo_with(&host, Some(&token)).await;
     assert_eq!(reply.status, 401, "{reply:?}");
@@ -51,14 +55,16 @@ async fn an_expired_token_is_401_token_expired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_signed_with_another_secret_is_401_token_invalid() {
     let host = TestHost::start(&[HELLO]).await;
-    let forger = Identity::new(b"not-the-bank-secret-not-the-bank", &[0; 32], 0);
-    let token = forger.mint(
-        &Customer {
-            id: "alice".into(),
-            region: "cn".into(),
-        },
-        Duration::from_secs(60),
-    );
+    let forger = Identity::hs256(b"not-the-bank-secret-not-the-bank", &[0; 32], 0);
+    let token = forger
+        .mint(
+            &Customer {
+                id: "alice".into(),
+                region: "cn".into(),
+            },
+            Duration::from_secs(60),
+        )
+        .expect("HS256");
     let reply = echo_with(&host, Some(&token)).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.code(), "token_invalid");

@@ -71,11 +71,21 @@ on_each_backend! {
 
     async fn count_is_scoped_per_region() {
         let host = TestHost::start(&[HELLO]).await;
-        let in_fujian = host.token("alice", "cn-fj");
-        let in_beijing = host.token("alice", "cn-bj");
-        host.call(&in_fujian, "hello", "count", json!(null)).await;
-        host.call(&in_fujian, "hello", "count", json!(null)).await;
-        let reply = host.call(&in_beijing, "hello", "count", json!(null)).await;
+        let alice = host.token("alice", "cn-fj");
+        host.call(&alice, "hello", "count", json!(null)).await;
+        host.call(&alice, "hello", "count", json!(null)).await;
+        // The bank moves alice to Beijing: her calls now use that region's store. The region
+        // is the identity service's, not the token's.
+        let moved = host
+            .request(
+                reqwest::Method::PATCH,
+                "/admin/v1/customers/alice",
+                Some(&host.state.admin_token),
+                Some(br#"{"region": "cn-bj"}"#.to_vec()),
+            )
+            .await;
+        assert_eq!(moved.status, 200, "{moved:?}");
+        let reply = host.call(&alice, "hello", "count", json!(null)).await;
         assert_eq!(reply.body, json!({"count": 1}));
         host.stop().await;
     }

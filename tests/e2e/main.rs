@@ -5,6 +5,7 @@ mod auth;
 mod errors;
 mod hello;
 mod hostile;
+mod identity;
 mod ledger;
 mod loading;
 mod points;

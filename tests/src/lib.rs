@@ -409,15 +409,18 @@ impl TestHost {
         }
     }
 
-    /// A valid token for `customer` in `region`.
+    /// A valid token for `customer` in `region`, signed with the host's HS256 secret.
     pub fn token(&self, customer: &str, region: &str) -> String {
-        self.state.identity.mint(
-            &Customer {
-                id: customer.into(),
-                region: region.into(),
-            },
-            Duration::from_secs(600),
-        )
+        self.state
+            .identity
+            .mint(
+                &Customer {
+                    id: customer.into(),
+                    region: region.into(),
+                },
+                Duration::from_secs(600),
+            )
+            .expect("test hosts have an HS256 secret")
     }
 
     /// `POST /v1/scenarios/{plugin}/{action}` with a JSON body as the given customer.

@@ -1,27 +1,45 @@
-//! Admin endpoints, behind the bootstrap admin token until admin accounts exist:
-//! `POST /admin/v1/budgets/{plugin}/{region}` funds a plugin's budget in a region from the
-//! issuer (idempotent by `Idempotency-Key`), `GET` the same path reports it.
+//! Admin endpoints. Every one takes an admin token and checks its role and region scope;
+//! every change is recorded in the admin audit in the same transaction.
+//!
+//! - `POST /admin/v1/budgets/{plugin}/{region}` funds a plugin's budget in a region from the
+//!   issuer (idempotent by `Idempotency-Key`); `GET` the same path reports it.
+//! - `POST /admin/v1/customers:import` imports customers (JSON Lines or CSV, streamed);
+//!   `GET`/`PATCH /admin/v1/customers/{customer_number}` read and change one.
+//! - `GET /admin/v1/audit?cursor=&limit=` pages through the admin audit, newest first.
 
-use axum::extract::{Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::body::Json as JsonBody;
 use super::{Admin, idempotency_key};
 use crate::AppState;
+use crate::audit::admin::{self as admin_audit, Change, Entry};
 use crate::error::{ApiError, ErrorCode};
+use crate::identity::customers::{self, Profile, Saved, Status, TagChange};
+use crate::identity::import::{Format, ImportError, ImportLimits, Importer, Summary};
 use crate::identity::is_region;
 use crate::ledger::{self, ADMIN_SCOPE, BudgetReport, LedgerError, Operation, Request};
 use crate::registry::is_plugin_id;
 
 /// The admin routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/admin/v1/budgets/{plugin}/{region}",
-        get(report).post(fund),
-    )
+    Router::new()
+        .route(
+            "/admin/v1/budgets/{plugin}/{region}",
+            get(report).post(fund),
+        )
+        .route("/admin/v1/customers:import", post(import))
+        .route(
+            "/admin/v1/customers/{customer}",
+            get(customer).patch(update_customer),
+        )
+        .route("/admin/v1/audit", get(audit))
 }
 
 #[derive(Deserialize)]
@@ -52,12 +70,13 @@ fn checked_path(plugin: &str, region: &str) -> Result<(), ApiError> {
 
 async fn fund(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path((plugin, region)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<FundBody>,
 ) -> Result<Json<Funded>, ApiError> {
     checked_path(&plugin, &region)?;
+    admin.may_write(Some(&region))?;
     let key = idempotency_key(&headers)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::RequestInvalid,
@@ -80,6 +99,9 @@ async fn fund(
         id: None,
     };
     let mut conn = transaction.conn();
+    let before = ledger::budget_report(&mut conn, &plugin, &region)
+        .await
+        .map_err(ApiError::internal)?;
     let fund = Operation::Fund {
         amount: body.points,
     };
@@ -97,6 +119,20 @@ async fn fund(
     let budget = ledger::budget_report(&mut conn, &plugin, &region)
         .await
         .map_err(ApiError::internal)?;
+    // A retry funds nothing, so it changes nothing to record.
+    if budget != before {
+        let change = Change {
+            actor: &admin.0.name,
+            action: "budget.fund",
+            target: format!("budget/{plugin}/{region}"),
+            region: Some(&region),
+            before: serde_json::to_value(&before).ok(),
+            after: serde_json::to_value(&budget).ok(),
+        };
+        admin_audit::record(&mut conn, &change, now_ms)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     transaction.commit().await.map_err(ApiError::internal)?;
     tracing::info!(%plugin, %region, points = body.points, %posting, "budget funded");
     Ok(Json(Funded { posting, budget }))
@@ -104,13 +140,252 @@ async fn fund(
 
 async fn report(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     Path((plugin, region)): Path<(String, String)>,
 ) -> Result<Json<BudgetReport>, ApiError> {
     checked_path(&plugin, &region)?;
+    admin.may_read(Some(&region))?;
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     let report = ledger::budget_report(&mut connection.conn(), &plugin, &region)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    /// `jsonl` or `csv`; default from the Content-Type.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Streams the body into the importer: constant memory, whatever the file's length.
+async fn import(
+    State(state): State<AppState>,
+    admin: Admin,
+    Query(query): Query<ImportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Summary>, ApiError> {
+    // Importing writes customers; the admin's scope then limits which lines it may write.
+    admin.may_write(admin.0.region.as_deref())?;
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let name = query.format.as_deref().unwrap_or(match content_type {
+        t if t.starts_with("text/csv") => "csv",
+        t if t.starts_with("application/x-ndjson") || t.starts_with("application/jsonl") => "jsonl",
+        _ => "",
+    });
+    let format = Format::from_name(name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ImportInvalid,
+            "say the format: ?format=jsonl or ?format=csv, or Content-Type \
+             application/x-ndjson or text/csv",
+        )
+    })?;
+    let limits = ImportLimits {
+        line_bytes_max: state.config.identity.import_line_bytes_max,
+        errors_listed_max: state.config.identity.import_errors_listed_max,
+    };
+    let mut importer = Importer::new(
+        state.db.write.clone(),
+        format,
+        &admin.0.name,
+        admin.0.region.as_deref(),
+        limits,
+    );
+    let failed = |error: ImportError| match error {
+        ImportError::Header(message) => ApiError::new(ErrorCode::ImportInvalid, message),
+        ImportError::Database(error) => ApiError::internal(error),
+    };
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::new(
+                ErrorCode::RequestInvalid,
+                format!("the upload broke off: {error}; the lines before it were imported"),
+            )
+        })?;
+        if let Ok(chunk) = frame.into_data() {
+            importer.feed(&chunk).await.map_err(failed)?;
+        }
+    }
+    let summary = importer.finish().await.map_err(failed)?;
+    tracing::info!(
+        admin = %admin.0.name,
+        inserted = summary.inserted,
+        updated = summary.updated,
+        rejected = summary.rejected,
+        "customers imported"
+    );
+    Ok(Json(summary))
+}
+
+#[derive(Serialize)]
+struct CustomerView {
+    #[serde(flatten)]
+    profile: Profile,
+    /// The latest tag changes, newest first.
+    tag_history: Vec<TagChange>,
+}
+
+/// Tag changes shown with a customer.
+const TAG_HISTORY_SHOWN: i64 = 50;
+
+async fn load_customer(conn: &mut crate::db::Conn<'_>, number: &str) -> Result<Profile, ApiError> {
+    customers::get(conn, number)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::CustomerNotFound,
+                "no customer with this customer number; import them first",
+            )
+        })
+}
+
+async fn customer(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(number): Path<String>,
+) -> Result<Json<CustomerView>, ApiError> {
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    let mut conn = connection.conn();
+    let profile = load_customer(&mut conn, &number).await?;
+    admin.may_read(Some(&profile.region))?;
+    let tag_history = customers::tag_history(&mut conn, &number, TAG_HISTORY_SHOWN)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(CustomerView {
+        profile,
+        tag_history,
+    }))
+}
+
+/// Fields to change; the others stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerPatch {
+    region: Option<String>,
+    tier: Option<String>,
+    tags: Option<Vec<String>>,
+    status: Option<Status>,
+}
+
+async fn update_customer(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(number): Path<String>,
+    JsonBody(patch): JsonBody<CustomerPatch>,
+) -> Result<Json<CustomerView>, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::RequestInvalid, message);
+    if let Some(region) = &patch.region
+        && !is_region(region)
+    {
+        return Err(invalid(format!(
+            "region {region:?} is not a region: 1 to 64 lowercase letters, digits or '-'"
+        )));
+    }
+    if let Some(tier) = &patch.tier {
+        customers::check_tier(tier).map_err(|reason| invalid(format!("tier: {reason}")))?;
+    }
+    let tags = patch
+        .tags
+        .map(customers::normalize_tags)
+        .transpose()
+        .map_err(|reason| invalid(format!("tags: {reason}")))?;
+    let now_ms = ledger::now_ms();
+    let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
+    let mut conn = transaction.conn();
+    let before = load_customer(&mut conn, &number).await?;
+    admin.may_write(Some(&before.region))?;
+    let mut after = before.clone();
+    if let Some(region) = patch.region {
+        admin.may_write(Some(&region))?;
+        after.region = region;
+    }
+    after.tier = patch.tier.unwrap_or(after.tier);
+    after.tags = tags.unwrap_or(after.tags);
+    after.status = patch.status.unwrap_or(after.status);
+    if after != before {
+        after.updated_at_ms = now_ms;
+        let saved = [Saved {
+            before: Some(&before),
+            after: &after,
+        }];
+        customers::save(&mut conn, &saved, &admin.0.name, now_ms)
+            .await
+            .map_err(ApiError::internal)?;
+        let change = Change {
+            actor: &admin.0.name,
+            action: "customer.update",
+            target: format!("customer/{number}"),
+            region: Some(&after.region),
+            before: serde_json::to_value(&before).ok(),
+            after: serde_json::to_value(&after).ok(),
+        };
+        admin_audit::record(&mut conn, &change, now_ms)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let tag_history = customers::tag_history(&mut conn, &number, TAG_HISTORY_SHOWN)
+        .await
+        .map_err(ApiError::internal)?;
+    transaction.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(CustomerView {
+        profile: after,
+        tag_history,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// The `next_cursor` of the previous page.
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Entries per page (default and maximum 100).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct AuditPage {
+    entries: Vec<Entry>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Entries per audit page at most.
+const AUDIT_PAGE_MAX: u32 = 100;
+
+async fn audit(
+    State(state): State<AppState>,
+    admin: Admin,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let limit = query
+        .limit
+        .unwrap_or(AUDIT_PAGE_MAX)
+        .clamp(1, AUDIT_PAGE_MAX);
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    // A scoped admin sees the entries of its own subtree.
+    let entries = admin_audit::page(
+        &mut connection.conn(),
+        admin.0.region.as_deref(),
+        query.cursor.as_deref(),
+        i64::from(limit),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let next_cursor = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|entry| entry.id.clone()))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries,
+        next_cursor,
+    }))
 }

@@ -1,64 +1,136 @@
-//! The customer extractor: a handler that takes an [`AuthenticatedCustomer`] only runs for a
-//! request with a valid customer token.
+//! Who is asking: a handler that takes an [`AuthenticatedCustomer`] only runs for a request
+//! with a valid customer token of an active customer the identity service knows (or enrolls);
+//! one that takes an [`Admin`] only for a request with an admin token, and then checks the
+//! admin's role and region scope itself.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::AppState;
+use crate::config::UnknownCustomers;
 use crate::error::{ApiError, ErrorCode};
-use crate::identity::{Customer, TokenError};
+use crate::identity::TokenError;
+use crate::identity::admins::{Admin as AdminAccount, Forbidden, Role};
+use crate::identity::customers::{self, Profile, Status};
 
-/// The customer a request's bearer token proves.
-pub struct AuthenticatedCustomer(pub Customer);
+/// The customer a request's bearer token proves, as the identity service knows them.
+pub struct AuthenticatedCustomer(pub Profile);
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
 
 impl FromRequestParts<AppState> for AuthenticatedCustomer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty());
-        let result = match token {
-            Some(token) => state.identity.verify(token),
-            None => Err(TokenError::Missing),
-        };
-        result.map(AuthenticatedCustomer).map_err(|error| {
+        let token_error = |error: TokenError| {
             let code = match error {
                 TokenError::Missing => ErrorCode::TokenMissing,
                 TokenError::Expired => ErrorCode::TokenExpired,
                 TokenError::Invalid(_) => ErrorCode::TokenInvalid,
             };
             ApiError::new(code, error.to_string())
-        })
+        };
+        let token = bearer(parts).ok_or_else(|| token_error(TokenError::Missing))?;
+        let claims = state.identity.verify(token).map_err(token_error)?;
+        let known = {
+            let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+            customers::get(&mut connection.conn(), &claims.sub)
+                .await
+                .map_err(ApiError::internal)?
+        };
+        let profile = match known {
+            Some(profile) => profile,
+            None => match state.config.identity.unknown_customers {
+                UnknownCustomers::Reject => {
+                    return Err(ApiError::new(
+                        ErrorCode::CustomerNotEnrolled,
+                        "this customer is not enrolled in life scenarios; the bank enrolls \
+                         customers through its customer import",
+                    ));
+                }
+                UnknownCustomers::AutoEnroll => {
+                    let region = claims.region.as_deref().ok_or_else(|| {
+                        token_error(TokenError::Invalid(
+                            "claim `region` is needed to enroll a new customer".into(),
+                        ))
+                    })?;
+                    let tier = claims.tier.as_deref().unwrap_or_default();
+                    customers::check_tier(tier).map_err(|reason| {
+                        token_error(TokenError::Invalid(format!("claim `tier`: {reason}")))
+                    })?;
+                    let mut connection =
+                        state.db.write.acquire().await.map_err(ApiError::internal)?;
+                    let now_ms = crate::ledger::now_ms();
+                    customers::enroll(&mut connection.conn(), &claims.sub, region, tier, now_ms)
+                        .await
+                        .map_err(ApiError::internal)?
+                }
+            },
+        };
+        if profile.status == Status::Frozen {
+            return Err(ApiError::new(
+                ErrorCode::CustomerFrozen,
+                "this customer's access to life scenarios is frozen by the bank; the customer \
+                 should contact the bank",
+            ));
+        }
+        Ok(AuthenticatedCustomer(profile))
     }
 }
 
-/// A request carrying the admin token.
-pub struct Admin;
+/// A request carrying an admin token: the admin, whose role and scope handlers check with
+/// [`Admin::may_read`] and [`Admin::may_write`].
+pub struct Admin(pub AdminAccount);
+
+impl Admin {
+    /// 403 unless the admin may read what belongs to `region`.
+    pub fn may_read(&self, region: Option<&str>) -> Result<(), ApiError> {
+        self.0.may_read(region).map_err(forbidden)
+    }
+
+    /// 403 unless the admin may change what belongs to `region`.
+    pub fn may_write(&self, region: Option<&str>) -> Result<(), ApiError> {
+        self.0.may_write(region).map_err(forbidden)
+    }
+}
+
+fn forbidden(Forbidden(message): Forbidden) -> ApiError {
+    ApiError::new(ErrorCode::AdminForbidden, message)
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        if state.admin_token_matches(presented) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::new(
+        let invalid = || {
+            ApiError::new(
                 ErrorCode::AdminTokenInvalid,
-                "admin endpoints need `Authorization: Bearer <admin token>` (auth.admin_token)",
-            ))
+                "admin endpoints need `Authorization: Bearer <admin token>`; create one with \
+                 `lifecircle admin create-token`",
+            )
+        };
+        let presented = bearer(parts).ok_or_else(invalid)?;
+        if state.admin_token_matches(presented) {
+            return Ok(Admin(AdminAccount {
+                name: "config".into(),
+                role: Role::HeadOffice,
+                region: None,
+            }));
         }
+        let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+        crate::identity::admins::find(&mut connection.conn(), presented)
+            .await
+            .map_err(ApiError::internal)?
+            .map(Admin)
+            .ok_or_else(invalid)
     }
 }

@@ -37,9 +37,13 @@ async fn balance(
     AuthenticatedCustomer(customer): AuthenticatedCustomer,
 ) -> Result<Json<BalanceBody>, ApiError> {
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
-    let balance = ledger::balance(&mut connection.conn(), &customer.id, ledger::now_ms())
-        .await
-        .map_err(ApiError::internal)?;
+    let balance = ledger::balance(
+        &mut connection.conn(),
+        &customer.customer_number,
+        ledger::now_ms(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(BalanceBody {
         total: balance.total,
         available: balance.available,
@@ -91,7 +95,7 @@ async fn history(
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     let postings = ledger::history(
         &mut connection.conn(),
-        &customer.id,
+        &customer.customer_number,
         query.cursor.as_deref(),
         i64::from(limit),
     )
@@ -100,7 +104,7 @@ async fn history(
     let next_cursor = (postings.len() == limit as usize)
         .then(|| postings.last().map(|p| p.id.clone()))
         .flatten();
-    let account = Account::Customer(customer.id).id();
+    let account = Account::Customer(customer.customer_number).id();
     let postings = postings
         .into_iter()
         .map(|posting| Entry {

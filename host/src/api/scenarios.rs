@@ -92,7 +92,9 @@ async fn call(
             ),
             _ => error,
         })?;
-    let pseudonym = state.identity.pseudonym(&plugin.manifest.id, &customer.id);
+    let pseudonym = state
+        .identity
+        .pseudonym(&plugin.manifest.id, &customer.customer_number);
     let response = invocation::invoke(
         &state,
         &plugin,
@@ -104,7 +106,7 @@ async fn call(
             request_id: current_request_id(),
             idempotency_key,
         },
-        Some(&customer.id),
+        Some(&customer.customer_number),
     )
     .await?;
     Ok(([(CONTENT_TYPE, "application/json")], response).into_response())

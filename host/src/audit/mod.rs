@@ -2,6 +2,7 @@
 //! digest, caller pseudonym, action, input hash, outcome, fuel and time used, random seed), and
 //! the replayable randomness those seeds drive.
 
+pub mod admin;
 mod random;
 
 use crate::db::Conn;

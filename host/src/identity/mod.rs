@@ -1,14 +1,22 @@
-//! Who a customer is: customer tokens (HS256 JWTs minted by the bank's mobile banking), and the
-//! per-plugin pseudonyms that are all a plugin ever learns of a customer.
+//! Who a customer is: customer tokens (JWTs minted by the bank's mobile banking), the
+//! customers the bank knows (with their region, tier, tags and status), the admins who manage
+//! them, and the per-plugin pseudonyms that are all a plugin ever learns of a customer.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
 use sha2::Sha256;
 
-/// A customer proven by a token.
+pub mod admins;
+pub mod customers;
+pub mod import;
+pub mod token;
+
+pub use token::{Claims, TokenKey, TokenRules, Verifier};
+
+/// A customer as a development token names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
     /// The bank's customer number (`sub`). Never shown to plugins.
@@ -17,14 +25,13 @@ pub struct Customer {
     pub region: String,
 }
 
-/// The claims of a customer token.
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    sub: String,
-    region: String,
+/// The claims of a development token.
+#[derive(Debug, Serialize)]
+struct MintedClaims<'a> {
+    sub: &'a str,
+    region: &'a str,
     exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<u64>,
+    iat: u64,
 }
 
 /// Why a token was refused.
@@ -36,81 +43,93 @@ pub enum TokenError {
     /// The token's time is up.
     #[error("the customer token has expired; get a new one from mobile banking")]
     Expired,
-    /// Forged, malformed, wrong algorithm or missing a claim.
+    /// Forged, malformed, wrong algorithm or key, wrong issuer or audience, not yet valid, or
+    /// missing a claim.
     #[error("the customer token is not valid: {0}")]
     Invalid(String),
 }
 
 /// Longest accepted customer number.
-const CUSTOMER_ID_BYTES_MAX: usize = 128;
+pub const CUSTOMER_ID_BYTES_MAX: usize = 128;
 
 /// Verifies customer tokens and derives pseudonyms.
 pub struct Identity {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    verifier: Verifier,
+    /// The HS256 secret, when the host has one: development tokens are signed with it.
+    minting: Option<EncodingKey>,
     pseudonym_key: Vec<u8>,
 }
 
 impl Identity {
-    /// Tokens signed with `token_secret`; pseudonyms keyed by `pseudonym_key`.
-    pub fn new(token_secret: &[u8], pseudonym_key: &[u8], leeway_seconds: u64) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = leeway_seconds;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+    /// Tokens verified with `keys` under `rules`; development tokens signed with
+    /// `hs256_secret` if given; pseudonyms keyed by `pseudonym_key`.
+    pub fn new(
+        keys: Vec<TokenKey>,
+        rules: &TokenRules,
+        hs256_secret: Option<&[u8]>,
+        pseudonym_key: &[u8],
+    ) -> Self {
         Self {
-            encoding: EncodingKey::from_secret(token_secret),
-            decoding: DecodingKey::from_secret(token_secret),
-            validation,
+            verifier: Verifier::new(keys, rules),
+            minting: hs256_secret.map(EncodingKey::from_secret),
             pseudonym_key: pseudonym_key.to_vec(),
         }
     }
 
-    /// The customer a bearer token proves.
-    pub fn verify(&self, token: &str) -> Result<Customer, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|error| match error.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::InvalidSignature => TokenError::Invalid("bad signature".into()),
-                ErrorKind::InvalidAlgorithm => TokenError::Invalid("wrong algorithm".into()),
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    TokenError::Invalid(format!("missing claim `{claim}`"))
-                }
-                _ => TokenError::Invalid("malformed token".into()),
-            })?;
-        let claims = data.claims;
+    /// An identity that verifies and mints HS256 tokens with `secret` (tests, benchmarks).
+    pub fn hs256(secret: &[u8], pseudonym_key: &[u8], leeway_seconds: u64) -> Self {
+        let rules = TokenRules {
+            leeway_seconds,
+            ..TokenRules::default()
+        };
+        Self::new(
+            vec![TokenKey::hs256(secret)],
+            &rules,
+            Some(secret),
+            pseudonym_key,
+        )
+    }
+
+    /// The claims of a bearer token, checked: signature, algorithm, `exp`, `nbf`, `iss`,
+    /// `aud`, and a customer number of 1 to [`CUSTOMER_ID_BYTES_MAX`] bytes.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.verifier.verify(token)?;
         if claims.sub.is_empty() || claims.sub.len() > CUSTOMER_ID_BYTES_MAX {
             return Err(TokenError::Invalid(format!(
                 "claim `sub` must be 1 to {CUSTOMER_ID_BYTES_MAX} bytes"
             )));
         }
-        if !is_region(&claims.region) {
+        if let Some(region) = &claims.region
+            && !is_region(region)
+        {
             return Err(TokenError::Invalid(
                 "claim `region` must be 1 to 64 lowercase letters, digits or '-'".into(),
             ));
         }
-        Ok(Customer {
-            id: claims.sub,
-            region: claims.region,
-        })
+        Ok(claims)
     }
 
-    /// A token for `customer`, valid for `ttl` (for development and tests; in production
-    /// mobile banking mints them).
-    pub fn mint(&self, customer: &Customer, ttl: Duration) -> String {
+    /// Whether this host can mint development tokens (it has an HS256 secret).
+    pub fn can_mint(&self) -> bool {
+        self.minting.is_some()
+    }
+
+    /// A token for `customer`, valid for `ttl`, signed with the host's HS256 secret (for
+    /// development and tests; in production mobile banking mints them). `None` when the host
+    /// verifies only public keys and so has no secret to sign with.
+    pub fn mint(&self, customer: &Customer, ttl: Duration) -> Option<String> {
+        let key = self.minting.as_ref()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let claims = Claims {
-            sub: customer.id.clone(),
-            region: customer.region.clone(),
+        let claims = MintedClaims {
+            sub: &customer.id,
+            region: &customer.region,
             exp: now + ttl.as_secs(),
-            iat: Some(now),
+            iat: now,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing with a secret cannot fail")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }
 
     /// The customer's pseudonym for `plugin_id`: stable for one plugin, unrelated across
@@ -125,7 +144,8 @@ impl Identity {
     }
 }
 
-/// Whether `region` is a valid region code.
+/// Whether `region` is a valid region code: 1 to 64 lowercase letters, digits or `-`. Regions
+/// form a tree by name: `cn-fj-xm` is under `cn-fj`, which is under `cn`.
 pub fn is_region(region: &str) -> bool {
     !region.is_empty()
         && region.len() <= 64
@@ -134,12 +154,20 @@ pub fn is_region(region: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Whether `region` is `scope` or a region under it (`cn-fj-xm` is under `cn-fj` and `cn`).
+pub fn region_within(region: &str, scope: &str) -> bool {
+    region == scope
+        || region
+            .strip_prefix(scope)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn identity() -> Identity {
-        Identity::new(&[1; 32], &[2; 32], 0)
+        Identity::hs256(&[1; 32], &[2; 32], 0)
     }
 
     fn customer() -> Customer {
@@ -152,13 +180,21 @@ mod tests {
     #[test]
     fn a_minted_token_verifies_to_its_customer() {
         let identity = identity();
-        let token = identity.mint(&customer(), Duration::from_secs(60));
-        assert_eq!(identity.verify(&token), Ok(customer()));
+        let token = identity
+            .mint(&customer(), Duration::from_secs(60))
+            .expect("an HS256 identity mints");
+        let claims = identity.verify(&token).expect("valid");
+        assert_eq!(
+            (claims.sub.as_str(), claims.region.as_deref()),
+            ("6222000012345678", Some("cn-fj"))
+        );
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
-        let token = Identity::new(&[9; 32], &[2; 32], 0).mint(&customer(), Duration::from_secs(60));
+        let token = Identity::hs256(&[9; 32], &[2; 32], 0)
+            .mint(&customer(), Duration::from_secs(60))
+            .expect("an HS256 identity mints");
         assert_eq!(
             identity().verify(&token),
             Err(TokenError::Invalid("bad signature".into()))
@@ -173,6 +209,16 @@ mod tests {
             identity().verify(token),
             Err(TokenError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_region_is_within_itself_and_its_ancestors_only() {
+        assert!(region_within("cn-fj-xm", "cn-fj"));
+        assert!(region_within("cn-fj", "cn-fj"));
+        assert!(region_within("cn-fj", "cn"));
+        assert!(!region_within("cn-fjx", "cn-fj"));
+        assert!(!region_within("cn", "cn-fj"));
+        assert!(!region_within("cn-gd", "cn-fj"));
     }
 
     #[test]

@@ -1,0 +1,295 @@
+//! The customers the bank knows: region, tier, tags and status per bank customer number, with
+//! the history of every tag change.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, Conn};
+use crate::with_conn;
+
+/// Whether a customer may use scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// May use scenarios.
+    Active,
+    /// Refused with 403 `customer_frozen` until an admin unfreezes them.
+    Frozen,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Frozen => "frozen",
+        }
+    }
+
+    /// The status a stored or given name means.
+    pub fn parse(name: &str) -> Option<Status> {
+        match name {
+            "active" => Some(Status::Active),
+            "frozen" => Some(Status::Frozen),
+            _ => None,
+        }
+    }
+}
+
+/// A customer as the identity service knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    /// The bank's customer number. Never shown to plugins.
+    pub customer_number: String,
+    /// The customer's region.
+    pub region: String,
+    /// The customer's tier (`""`: none).
+    pub tier: String,
+    /// The customer's tags, sorted, without duplicates.
+    pub tags: Vec<String>,
+    /// Whether they may use scenarios.
+    pub status: Status,
+    /// When the customer was first known, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When the profile last changed.
+    pub updated_at_ms: i64,
+}
+
+/// Longest tier.
+pub const TIER_BYTES_MAX: usize = 32;
+/// Longest tag.
+pub const TAG_BYTES_MAX: usize = 64;
+/// Most tags one customer can carry.
+pub const TAGS_MAX: usize = 256;
+
+/// Checks a tier: at most [`TIER_BYTES_MAX`] bytes of letters, digits, `_` or `-`.
+pub fn check_tier(tier: &str) -> Result<(), String> {
+    if tier.len() > TIER_BYTES_MAX
+        || !tier
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "a tier is at most {TIER_BYTES_MAX} bytes of letters, digits, '_' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks and normalizes tags: each 1 to [`TAG_BYTES_MAX`] bytes without control characters
+/// or `|` (the CSV separator), at most [`TAGS_MAX`]; returned sorted without duplicates.
+pub fn normalize_tags<I: IntoIterator<Item = String>>(tags: I) -> Result<Vec<String>, String> {
+    let mut set = BTreeSet::new();
+    for tag in tags {
+        let tag = tag.trim().to_owned();
+        if tag.is_empty()
+            || tag.len() > TAG_BYTES_MAX
+            || tag.chars().any(|c| c.is_control() || c == '|')
+        {
+            return Err(format!(
+                "each tag is 1 to {TAG_BYTES_MAX} bytes without control characters or '|': {tag:?}"
+            ));
+        }
+        set.insert(tag);
+    }
+    if set.len() > TAGS_MAX {
+        return Err(format!("a customer has at most {TAGS_MAX} tags"));
+    }
+    Ok(set.into_iter().collect())
+}
+
+type Row = (String, String, String, String, String, i64, i64);
+
+fn profile_from_row(
+    (customer_number, region, tier, tags, status, created_at_ms, updated_at_ms): Row,
+) -> Profile {
+    Profile {
+        customer_number,
+        region,
+        tier,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        status: Status::parse(&status).unwrap_or(Status::Frozen),
+        created_at_ms,
+        updated_at_ms,
+    }
+}
+
+const COLUMNS: &str =
+    "SELECT id, region, tier, tags, status, created_at_ms, updated_at_ms FROM customers";
+
+/// The customer with bank customer number `id`, if known.
+pub async fn get(conn: &mut Conn<'_>, id: &str) -> Result<Option<Profile>, sqlx::Error> {
+    let row: Option<Row> = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(&format!("{COLUMNS} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    Ok(row.map(profile_from_row))
+}
+
+/// The known customers among `ids`.
+pub async fn get_many(
+    conn: &mut Conn<'_>,
+    ids: &[String],
+) -> Result<HashMap<String, Profile>, sqlx::Error> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in db::lookup_chunks(ids, db::STATEMENT_ROWS[0]) {
+        let rows: Vec<Row> = with_conn!(conn.reborrow(), c => {
+            let mut query = sqlx::QueryBuilder::new(format!("{COLUMNS} WHERE id IN ("));
+            let mut list = query.separated(", ");
+            for id in &chunk {
+                list.push_bind(id);
+            }
+            list.push_unseparated(")");
+            query.build_query_as().fetch_all(&mut *c).await?
+        });
+        found.extend(
+            rows.into_iter()
+                .map(profile_from_row)
+                .map(|p| (p.customer_number.clone(), p)),
+        );
+    }
+    Ok(found)
+}
+
+/// Enrolls a customer the identity service did not know, from their token's claims; returns
+/// the profile as stored (the existing one if another request enrolled them first).
+pub async fn enroll(
+    conn: &mut Conn<'_>,
+    id: &str,
+    region: &str,
+    tier: &str,
+    now_ms: i64,
+) -> Result<Profile, sqlx::Error> {
+    with_conn!(conn.reborrow(), c => {
+        sqlx::query(
+            "INSERT INTO customers (id, region, tier, tags, status, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, '[]', 'active', $4, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(region)
+        .bind(tier)
+        .bind(now_ms)
+        .execute(&mut *c)
+        .await?;
+    });
+    get(conn, id).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// One customer's new state, and what it was (`None`: a new customer).
+pub struct Saved<'a> {
+    /// Before.
+    pub before: Option<&'a Profile>,
+    /// After.
+    pub after: &'a Profile,
+}
+
+/// Stores new and changed profiles, many per statement, and records each tag change with
+/// `source` (who made it).
+pub async fn save(
+    conn: &mut Conn<'_>,
+    rows: &[Saved<'_>],
+    source: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    for chunk in db::statement_chunks(rows) {
+        with_conn!(conn.reborrow(), c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO customers (id, region, tier, tags, status, created_at_ms, updated_at_ms) ",
+            );
+            query.push_values(chunk, |mut row, saved| {
+                let p = saved.after;
+                row.push_bind(&p.customer_number)
+                    .push_bind(&p.region)
+                    .push_bind(&p.tier)
+                    .push_bind(serde_json::to_string(&p.tags).unwrap_or_else(|_| "[]".into()))
+                    .push_bind(p.status.as_str())
+                    .push_bind(p.created_at_ms)
+                    .push_bind(p.updated_at_ms);
+            });
+            query.push(
+                " ON CONFLICT (id) DO UPDATE SET region = excluded.region, tier = excluded.tier, \
+                 tags = excluded.tags, status = excluded.status, updated_at_ms = excluded.updated_at_ms",
+            );
+            query.build().execute(&mut *c).await?;
+        });
+    }
+    let changes: Vec<(&str, String, String)> = rows
+        .iter()
+        .filter_map(|saved| {
+            let before: BTreeSet<&String> = saved
+                .before
+                .map(|b| b.tags.iter().collect())
+                .unwrap_or_default();
+            let after: BTreeSet<&String> = saved.after.tags.iter().collect();
+            let added: Vec<&&String> = after.difference(&before).collect();
+            let removed: Vec<&&String> = before.difference(&after).collect();
+            if added.is_empty() && removed.is_empty() {
+                return None;
+            }
+            Some((
+                saved.after.customer_number.as_str(),
+                serde_json::to_string(&added).unwrap_or_default(),
+                serde_json::to_string(&removed).unwrap_or_default(),
+            ))
+        })
+        .collect();
+    for chunk in db::statement_chunks(&changes) {
+        with_conn!(conn.reborrow(), c => {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO customer_tag_changes (customer_id, changed_at_ms, added, removed, source) ",
+            );
+            query.push_values(chunk, |mut row, (id, added, removed)| {
+                row.push_bind(*id)
+                    .push_bind(now_ms)
+                    .push_bind(added)
+                    .push_bind(removed)
+                    .push_bind(source);
+            });
+            query.build().execute(&mut *c).await?;
+        });
+    }
+    Ok(())
+}
+
+/// One change of a customer's tags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagChange {
+    /// When, ms since the Unix epoch.
+    pub changed_at_ms: i64,
+    /// Tags added.
+    pub added: Vec<String>,
+    /// Tags removed.
+    pub removed: Vec<String>,
+    /// Who changed them (`import:<admin>`, an admin's name, `enroll`).
+    pub source: String,
+}
+
+/// The latest `limit` tag changes of customer `id`, newest first.
+pub async fn tag_history(
+    conn: &mut Conn<'_>,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<TagChange>, sqlx::Error> {
+    let rows: Vec<(i64, String, String, String)> = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(
+            "SELECT changed_at_ms, added, removed, source FROM customer_tag_changes \
+             WHERE customer_id = $1 ORDER BY changed_at_ms DESC LIMIT $2",
+        )
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(changed_at_ms, added, removed, source)| TagChange {
+            changed_at_ms,
+            added: serde_json::from_str(&added).unwrap_or_default(),
+            removed: serde_json::from_str(&removed).unwrap_or_default(),
+            source,
+        })
+        .collect())
+}
