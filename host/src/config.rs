@@ -80,6 +80,13 @@ pub struct IdentityConfig {
     /// Bad lines an import report lists (the rest are counted).
     #[serde(default = "default_import_errors_listed_max")]
     pub import_errors_listed_max: usize,
+    /// How long a host reuses a customer's profile before reading it again, in milliseconds
+    /// (0: read it on every request). A freeze made on another host takes effect within it.
+    #[serde(default = "default_customer_cache_ms")]
+    pub customer_cache_ms: u64,
+    /// Profiles a host keeps cached at most.
+    #[serde(default = "default_customer_cache_entries")]
+    pub customer_cache_entries: usize,
 }
 
 impl Default for IdentityConfig {
@@ -88,6 +95,8 @@ impl Default for IdentityConfig {
             unknown_customers: default_unknown_customers(),
             import_line_bytes_max: default_import_line_bytes_max(),
             import_errors_listed_max: default_import_errors_listed_max(),
+            customer_cache_ms: default_customer_cache_ms(),
+            customer_cache_entries: default_customer_cache_entries(),
         }
     }
 }
@@ -100,6 +109,12 @@ fn default_import_line_bytes_max() -> usize {
 }
 fn default_import_errors_listed_max() -> usize {
     1000
+}
+fn default_customer_cache_ms() -> u64 {
+    1000
+}
+fn default_customer_cache_entries() -> usize {
+    100_000
 }
 
 /// A public key customer tokens may be signed with.

@@ -42,6 +42,8 @@ pub struct Services {
     pub registry: registry::Registry,
     /// Customer tokens and pseudonyms.
     pub identity: identity::Identity,
+    /// Recently read customer profiles.
+    pub customers: identity::customers::Cache,
     /// The commit writer.
     pub committer: commit::Committer,
     /// Invocation metrics.
@@ -194,6 +196,10 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         Sha256::digest(admin_token.as_bytes()).into()
     };
     let metrics = metrics::Metrics::new(registry.iter().map(|p| p.manifest.id.as_str()));
+    let customers = identity::customers::Cache::new(
+        std::time::Duration::from_millis(config.identity.customer_cache_ms),
+        config.identity.customer_cache_entries,
+    );
     let committer = commit::Committer::start(db.clone());
     ledger::start_sweeper(
         db.clone(),
@@ -205,6 +211,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         runtime,
         registry,
         identity,
+        customers,
         committer,
         metrics,
         seed_key,

@@ -214,6 +214,7 @@ async fn import(
         }
     }
     let summary = importer.finish().await.map_err(failed)?;
+    state.customers.clear();
     tracing::info!(
         admin = %admin.0.name,
         inserted = summary.inserted,
@@ -335,6 +336,7 @@ async fn update_customer(
         .await
         .map_err(ApiError::internal)?;
     transaction.commit().await.map_err(ApiError::internal)?;
+    state.customers.evict(&number);
     Ok(Json(CustomerView {
         profile: after,
         tag_history,

@@ -41,11 +41,15 @@ impl FromRequestParts<AppState> for AuthenticatedCustomer {
         };
         let token = bearer(parts).ok_or_else(|| token_error(TokenError::Missing))?;
         let claims = state.identity.verify(token).map_err(token_error)?;
-        let known = {
-            let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
-            customers::get(&mut connection.conn(), &claims.sub)
-                .await
-                .map_err(ApiError::internal)?
+        let now = std::time::Instant::now();
+        let known = match state.customers.get(&claims.sub, now) {
+            Some(profile) => Some(profile),
+            None => {
+                let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+                customers::get(&mut connection.conn(), &claims.sub)
+                    .await
+                    .map_err(ApiError::internal)?
+            }
         };
         let profile = match known {
             Some(profile) => profile,
@@ -76,6 +80,7 @@ impl FromRequestParts<AppState> for AuthenticatedCustomer {
                 }
             },
         };
+        state.customers.put(&profile, now);
         if profile.status == Status::Frozen {
             return Err(ApiError::new(
                 ErrorCode::CustomerFrozen,

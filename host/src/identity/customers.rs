@@ -293,3 +293,111 @@ pub async fn tag_history(
         })
         .collect())
 }
+
+/// Recently read profiles, so a customer's every request does not read the database. An entry
+/// lives `ttl` (a freeze or a region change made on another host takes effect within it; on
+/// this host at once, as changes evict their customers). At most `entries` are kept; when
+/// full, the cache starts over, which bounds its memory without bookkeeping.
+pub struct Cache {
+    ttl: std::time::Duration,
+    entries: usize,
+    map: std::sync::Mutex<HashMap<String, (Profile, std::time::Instant)>>,
+}
+
+impl Cache {
+    /// A cache keeping up to `entries` profiles for `ttl` each (`ttl` zero: no caching).
+    pub fn new(ttl: std::time::Duration, entries: usize) -> Cache {
+        Cache {
+            ttl,
+            entries,
+            map: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Profile, std::time::Instant)>> {
+        // A panic while holding the lock cannot leave a profile half-written: recover.
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The profile of `id` read less than `ttl` before `now`.
+    pub fn get(&self, id: &str, now: std::time::Instant) -> Option<Profile> {
+        let map = self.map();
+        let (profile, read_at) = map.get(id)?;
+        (now.saturating_duration_since(*read_at) < self.ttl).then(|| profile.clone())
+    }
+
+    /// Keeps `profile`, read at `now`.
+    pub fn put(&self, profile: &Profile, now: std::time::Instant) {
+        if self.ttl.is_zero() || self.entries == 0 {
+            return;
+        }
+        let mut map = self.map();
+        if map.len() >= self.entries {
+            map.clear();
+        }
+        map.insert(profile.customer_number.clone(), (profile.clone(), now));
+    }
+
+    /// Forgets `id` (its profile changed).
+    pub fn evict(&self, id: &str) {
+        self.map().remove(id);
+    }
+
+    /// Forgets every profile (many changed, as in an import).
+    pub fn clear(&self) {
+        self.map().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn profile(id: &str) -> Profile {
+        Profile {
+            customer_number: id.into(),
+            region: "cn".into(),
+            tier: String::new(),
+            tags: Vec::new(),
+            status: Status::Active,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_a_profile_for_its_ttl_within_its_size_and_forgets_on_change() {
+        let t0 = Instant::now();
+        let cache = Cache::new(Duration::from_secs(1), 2);
+        cache.put(&profile("a"), t0);
+        assert_eq!(
+            cache.get("a", t0 + Duration::from_millis(999)),
+            Some(profile("a"))
+        );
+        assert_eq!(cache.get("a", t0 + Duration::from_secs(1)), None);
+        cache.evict("a");
+        assert_eq!(cache.get("a", t0), None);
+        cache.put(&profile("a"), t0);
+        cache.put(&profile("b"), t0);
+        cache.put(&profile("c"), t0);
+        assert_eq!(
+            (cache.get("a", t0), cache.get("c", t0)),
+            (None, Some(profile("c")))
+        );
+        let off = Cache::new(Duration::ZERO, 10);
+        off.put(&profile("a"), t0);
+        assert_eq!(off.get("a", t0), None);
+    }
+
+    #[test]
+    fn tags_are_trimmed_sorted_and_deduplicated_within_bounds() {
+        let tags = normalize_tags(["vip ".to_owned(), "a".to_owned(), "vip".to_owned()]);
+        assert_eq!(tags, Ok(vec!["a".to_owned(), "vip".to_owned()]));
+        assert!(normalize_tags(["a|b".to_owned()]).is_err());
+        assert!(normalize_tags([String::new()]).is_err());
+        assert!(normalize_tags((0..=TAGS_MAX).map(|i| i.to_string())).is_err());
+    }
+}
