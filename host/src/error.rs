@@ -60,6 +60,12 @@ pub enum ErrorCode {
     CustomerNotFound,
     /// A customer import cannot be read at all (format, CSV header).
     ImportInvalid,
+    /// No valid partner API key.
+    PartnerKeyInvalid,
+    /// The partner called a plugin that is not its own.
+    PartnerForbidden,
+    /// No such partner.
+    PartnerNotFound,
     /// The request body is larger than the plugin accepts.
     RequestTooLarge,
     /// The plugin refused the request.
@@ -100,7 +106,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 39] = [
+    pub const ALL: [ErrorCode; 42] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -122,6 +128,9 @@ impl ErrorCode {
         ErrorCode::CustomerNotEnrolled,
         ErrorCode::CustomerNotFound,
         ErrorCode::ImportInvalid,
+        ErrorCode::PartnerKeyInvalid,
+        ErrorCode::PartnerForbidden,
+        ErrorCode::PartnerNotFound,
         ErrorCode::RequestTooLarge,
         ErrorCode::ScenarioRefused,
         ErrorCode::PluginTrapped,
@@ -166,6 +175,9 @@ impl ErrorCode {
             ErrorCode::CustomerNotEnrolled => "customer_not_enrolled",
             ErrorCode::CustomerNotFound => "customer_not_found",
             ErrorCode::ImportInvalid => "import_invalid",
+            ErrorCode::PartnerKeyInvalid => "partner_key_invalid",
+            ErrorCode::PartnerForbidden => "partner_forbidden",
+            ErrorCode::PartnerNotFound => "partner_not_found",
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::ScenarioRefused => "scenario_refused",
             ErrorCode::PluginTrapped => "plugin_trapped",
@@ -202,14 +214,17 @@ impl ErrorCode {
             ErrorCode::TokenMissing
             | ErrorCode::TokenInvalid
             | ErrorCode::TokenExpired
-            | ErrorCode::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
+            | ErrorCode::AdminTokenInvalid
+            | ErrorCode::PartnerKeyInvalid => StatusCode::UNAUTHORIZED,
             ErrorCode::AdminForbidden
+            | ErrorCode::PartnerForbidden
             | ErrorCode::CustomerFrozen
             | ErrorCode::CustomerNotEnrolled => StatusCode::FORBIDDEN,
             ErrorCode::RouteNotFound
             | ErrorCode::PluginNotFound
             | ErrorCode::ScenarioActionUnknown
-            | ErrorCode::CustomerNotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::CustomerNotFound
+            | ErrorCode::PartnerNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::ScenarioConflict
             | ErrorCode::StoreConflict

@@ -381,3 +381,74 @@ on_each_backend! {
         host.stop().await;
     }
 }
+
+const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
+
+async fn put_partner(host: &TestHost, token: &str, id: &str, plugins: Value) -> Reply {
+    let body = json!({"name": format!("{id} system"), "plugins": plugins});
+    admin(
+        host,
+        Method::PUT,
+        &format!("/admin/v1/partners/{id}"),
+        token,
+        Some(body),
+    )
+    .await
+}
+
+async fn partner_key(host: &TestHost, token: &str, id: &str) -> Reply {
+    let path = format!("/admin/v1/partners/{id}/keys");
+    admin(
+        host,
+        Method::POST,
+        &path,
+        token,
+        Some(json!({"name": "main"})),
+    )
+    .await
+}
+
+async fn partner_call(host: &TestHost, key: &str, path: &str) -> Reply {
+    host.request(
+        Method::POST,
+        path,
+        Some(key),
+        Some(br#"{"till": 7}"#.to_vec()),
+    )
+    .await
+}
+
+on_each_backend! {
+    async fn partners_reach_only_their_own_plugins_and_arrive_as_partners() {
+        let host = TestHost::start(&[HELLO, POINTS_DEMO]).await;
+        let head = host.state.admin_token.clone();
+        assert_eq!(put_partner(&host, &head, "till-x", json!(["hello"])).await.status, 200);
+        assert_eq!(put_partner(&host, &head, "biller-y", json!(["points-demo"])).await.status, 200);
+        let x = partner_key(&host, &head, "till-x").await;
+        assert_eq!(x.status, 200, "{x:?}");
+        let x = x.body["key"].as_str().expect("a key").to_owned();
+        let y = partner_key(&host, &head, "biller-y").await;
+        let y = y.body["key"].as_str().expect("a key").to_owned();
+        let again = partner_key(&host, &head, "till-x").await;
+        assert_eq!(again.status, 400, "one key per name: {again:?}");
+
+        let echo = "/partner/v1/scenarios/hello/echo?region=cn-fj";
+        let echoed = partner_call(&host, &x, echo).await;
+        assert_eq!((echoed.status, &echoed.body), (200, &json!({"echo": {"till": 7}})), "{echoed:?}");
+        // The plugin sees a partner, not a customer: `count` is for customers only.
+        let count = partner_call(&host, &x, "/partner/v1/scenarios/hello/count?region=cn-fj").await;
+        assert_ne!(count.status, 200, "{count:?}");
+        assert_eq!(count.body["scenario_code"], "customer_required", "{count:?}");
+        let other = partner_call(&host, &y, echo).await;
+        assert_eq!((other.status, other.code()), (403, "partner_forbidden"), "{other:?}");
+        let forged = partner_call(&host, "lcp_forged", echo).await;
+        assert_eq!((forged.status, forged.code()), (401, "partner_key_invalid"));
+        let nowhere = partner_call(&host, &x, "/partner/v1/scenarios/hello/echo").await;
+        assert_eq!((nowhere.status, nowhere.code()), (400, "request_invalid"));
+        // Partners are head office's to manage.
+        let branch = admin_token(&host, "fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
+        let refused = put_partner(&host, &branch, "till-z", json!([])).await;
+        assert_eq!((refused.status, refused.code()), (403, "admin_forbidden"));
+        host.stop().await;
+    }
+}

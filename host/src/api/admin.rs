@@ -6,6 +6,9 @@
 //! - `POST /admin/v1/customers:import` imports customers (JSON Lines or CSV, streamed);
 //!   `GET`/`PATCH /admin/v1/customers/{customer_number}` read and change one.
 //! - `GET /admin/v1/audit?cursor=&limit=` pages through the admin audit, newest first.
+//! - `PUT`/`GET /admin/v1/partners/{id}` set and read a partner and the plugins it may call;
+//!   `POST /admin/v1/partners/{id}/keys` issues it an API key (shown once). Head office only:
+//!   partners are not tied to one region.
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -24,6 +27,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::identity::customers::{self, Profile, Saved, Status, TagChange};
 use crate::identity::import::{Format, ImportError, ImportLimits, Importer, Summary};
 use crate::identity::is_region;
+use crate::identity::partners::{self, Partner};
 use crate::ledger::{self, ADMIN_SCOPE, BudgetReport, LedgerError, Operation, Request};
 use crate::registry::is_plugin_id;
 
@@ -40,6 +44,14 @@ pub fn router() -> Router<AppState> {
             get(customer).patch(update_customer),
         )
         .route("/admin/v1/audit", get(audit))
+        .route(
+            "/admin/v1/partners/{partner}",
+            get(partner).put(put_partner),
+        )
+        .route(
+            "/admin/v1/partners/{partner}/keys",
+            post(create_partner_key),
+        )
 }
 
 #[derive(Deserialize)]
@@ -389,5 +401,139 @@ async fn audit(
     Ok(Json(AuditPage {
         entries,
         next_cursor,
+    }))
+}
+
+async fn load_partner(conn: &mut crate::db::Conn<'_>, id: &str) -> Result<Partner, ApiError> {
+    partners::get(conn, id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::PartnerNotFound,
+                format!("no partner {id:?}; create it with PUT /admin/v1/partners/{id}"),
+            )
+        })
+}
+
+async fn partner(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Partner>, ApiError> {
+    admin.may_read(None)?;
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    Ok(Json(load_partner(&mut connection.conn(), &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnerBody {
+    name: String,
+    plugins: Vec<String>,
+}
+
+async fn put_partner(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PartnerBody>,
+) -> Result<Json<Partner>, ApiError> {
+    admin.may_write(None)?;
+    let mut plugins = body.plugins;
+    plugins.sort();
+    plugins.dedup();
+    let after = Partner {
+        id,
+        name: body.name,
+        plugins,
+    };
+    partners::check(&after).map_err(|message| ApiError::new(ErrorCode::RequestInvalid, message))?;
+    let now_ms = ledger::now_ms();
+    let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
+    let mut conn = transaction.conn();
+    let before = partners::get(&mut conn, &after.id)
+        .await
+        .map_err(ApiError::internal)?;
+    if before.as_ref() != Some(&after) {
+        partners::put(&mut conn, &after, now_ms)
+            .await
+            .map_err(ApiError::internal)?;
+        let change = Change {
+            actor: &admin.0.name,
+            action: "partner.put",
+            target: format!("partner/{}", after.id),
+            region: None,
+            before: before.as_ref().and_then(|b| serde_json::to_value(b).ok()),
+            after: serde_json::to_value(&after).ok(),
+        };
+        admin_audit::record(&mut conn, &change, now_ms)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    transaction.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(after))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    /// A name for the key (which till or system uses it).
+    name: String,
+}
+
+#[derive(Serialize)]
+struct IssuedKey {
+    partner: String,
+    name: String,
+    /// The key: shown this once, stored only as a digest.
+    key: String,
+}
+
+async fn create_partner_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<KeyBody>,
+) -> Result<Json<IssuedKey>, ApiError> {
+    admin.may_write(None)?;
+    if body.name.trim().is_empty() || body.name.len() > 64 {
+        return Err(ApiError::new(
+            ErrorCode::RequestInvalid,
+            "a key name is 1 to 64 bytes",
+        ));
+    }
+    let now_ms = ledger::now_ms();
+    let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
+    let mut conn = transaction.conn();
+    load_partner(&mut conn, &id).await?;
+    let key = partners::create_key(&mut conn, &id, &body.name, now_ms)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::RequestInvalid,
+                format!(
+                    "partner {id:?} already has a key named {:?}; choose another name",
+                    body.name
+                ),
+            )
+        })?;
+    let change = Change {
+        actor: &admin.0.name,
+        action: "partner_key.create",
+        target: format!("partner/{id}/keys/{}", body.name),
+        region: None,
+        before: None,
+        after: Some(serde_json::json!({"partner": id, "name": body.name})),
+    };
+    admin_audit::record(&mut conn, &change, now_ms)
+        .await
+        .map_err(ApiError::internal)?;
+    transaction.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(IssuedKey {
+        partner: id,
+        name: body.name,
+        key,
     }))
 }

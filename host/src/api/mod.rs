@@ -1,4 +1,5 @@
-//! The HTTP surface: the customer router (`/v1/...`) and operations (`/healthz`, `/metrics`),
+//! The HTTP surface: the customer router (`/v1/...`), the partner router (`/partner/v1/...`),
+//! the admin router (`/admin/v1/...`) and operations (`/healthz`, `/metrics`),
 //! with a request id and tracing span for every request and our JSON error for every failure,
 //! including unknown routes and wrong methods.
 
@@ -6,6 +7,7 @@ mod admin;
 mod auth;
 mod body;
 mod health;
+mod partner;
 mod points;
 mod scenarios;
 
@@ -30,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(scenarios::router())
         .merge(points::router())
         .merge(admin::router())
+        .merge(partner::router())
         .merge(health::router())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -62,6 +62,48 @@ async fn call(
 ) -> Result<Response, ApiError> {
     let Path((plugin_id, action)) =
         path.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
+    let pseudonym = state
+        .identity
+        .pseudonym(&plugin_id, &customer.customer_number);
+    let target = Target {
+        plugin_id,
+        action,
+        caller: Caller::Customer { pseudonym },
+        region: customer.region,
+        customer: Some(&customer.customer_number),
+    };
+    run(&state, target, &headers, body).await
+}
+
+/// Which plugin action to run, for whom, where.
+pub struct Target<'a> {
+    /// The plugin.
+    pub plugin_id: String,
+    /// The action.
+    pub action: String,
+    /// Who calls, as the plugin sees it.
+    pub caller: Caller,
+    /// The region whose data and budget the call uses.
+    pub region: String,
+    /// The bank customer number, for a customer's call (its ledger).
+    pub customer: Option<&'a str>,
+}
+
+/// Runs `target` with a JSON `body`: the plugin must be loaded, the action well-formed, the
+/// body within the plugin's limit.
+pub async fn run(
+    state: &AppState,
+    target: Target<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Target {
+        plugin_id,
+        action,
+        caller,
+        region,
+        customer,
+    } = target;
     let plugin = state.registry.get(&plugin_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::PluginNotFound,
@@ -79,7 +121,7 @@ async fn call(
             format!("action names are 1 to {ACTION_BYTES_MAX} letters, digits, '-', '_' or '.'"),
         ));
     }
-    let idempotency_key = idempotency_key(&headers)?;
+    let idempotency_key = idempotency_key(headers)?;
     let body = read_json_text(body, plugin.limits.request_bytes_max)
         .await
         .map_err(|error| match error.code() {
@@ -92,21 +134,18 @@ async fn call(
             ),
             _ => error,
         })?;
-    let pseudonym = state
-        .identity
-        .pseudonym(&plugin.manifest.id, &customer.customer_number);
     let response = invocation::invoke(
-        &state,
+        state,
         &plugin,
         Request {
             action,
             body,
-            caller: Caller::Customer { pseudonym },
-            region: customer.region,
+            caller,
+            region,
             request_id: current_request_id(),
             idempotency_key,
         },
-        Some(&customer.customer_number),
+        customer,
     )
     .await?;
     Ok(([(CONTENT_TYPE, "application/json")], response).into_response())

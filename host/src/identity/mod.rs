@@ -12,6 +12,7 @@ use sha2::Sha256;
 pub mod admins;
 pub mod customers;
 pub mod import;
+pub mod partners;
 pub mod token;
 
 pub use token::{Claims, TokenKey, TokenRules, Verifier};

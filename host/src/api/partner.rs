@@ -1,0 +1,101 @@
+//! Partner endpoints: `POST /partner/v1/scenarios/{plugin}/{action}?region=R` runs an action of
+//! one of the partner's own plugins (a merchant till redeeming a coupon, a biller confirming a
+//! payment) with a partner caller, authenticated by the partner's API key.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::post;
+use serde::Deserialize;
+
+use super::scenarios::{Target, run};
+use crate::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::identity::is_region;
+use crate::identity::partners::{self, Partner};
+use crate::runtime::Caller;
+
+/// The partner routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/partner/v1/scenarios/{plugin}/{action}", post(call))
+}
+
+/// The partner a request's API key belongs to.
+pub struct AuthenticatedPartner(pub Partner);
+
+impl FromRequestParts<AppState> for AuthenticatedPartner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::PartnerKeyInvalid,
+                "partner endpoints need `Authorization: Bearer <partner API key>`; the bank \\
+                 issues keys at /admin/v1/partners/{id}/keys",
+            )
+        };
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .ok_or_else(invalid)?;
+        let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+        partners::find(&mut connection.conn(), key)
+            .await
+            .map_err(ApiError::internal)?
+            .map(AuthenticatedPartner)
+            .ok_or_else(invalid)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionQuery {
+    /// The region whose data the call uses.
+    region: Option<String>,
+}
+
+async fn call(
+    State(state): State<AppState>,
+    AuthenticatedPartner(partner): AuthenticatedPartner,
+    path: Result<Path<(String, String)>, PathRejection>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Path((plugin_id, action)) =
+        path.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
+    if !partner.owns(&plugin_id) {
+        return Err(ApiError::new(
+            ErrorCode::PartnerForbidden,
+            format!(
+                "partner {:?} may call its own plugins only, not {plugin_id:?}",
+                partner.id
+            ),
+        ));
+    }
+    let region = query.region.filter(|r| is_region(r)).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RequestInvalid,
+            "say which region the call is for: ?region=cn-fj (lowercase letters, digits, '-')",
+        )
+    })?;
+    let target = Target {
+        plugin_id,
+        action,
+        caller: Caller::Partner {
+            partner_id: partner.id,
+        },
+        region,
+        customer: None,
+    };
+    run(&state, target, &headers, body).await
+}
