@@ -511,6 +511,15 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
             let plugin = plugin.clone();
             let started = started.clone();
             std::thread::spawn(move || {
+                let customer = crate::identity::customers::Profile {
+                    customer_number: "bench-customer".into(),
+                    region: "cn".into(),
+                    tier: String::new(),
+                    tags: Vec::new(),
+                    status: crate::identity::customers::Status::Active,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                };
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -532,7 +541,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                                 request_id: format!("bench-{thread}-{counter}"),
                                 idempotency_key: None,
                             },
-                            Some("bench-customer"),
+                            Some(&customer),
                         );
                         let state = state.clone();
                         let plugin = plugin.clone();

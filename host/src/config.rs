@@ -55,6 +55,20 @@ pub struct Config {
     /// Settings of the customer identity service.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// What the bank granted each plugin, by plugin id (until grants are made per region in
+    /// the admin API).
+    #[serde(default)]
+    pub plugin_grants: BTreeMap<String, PluginGrants>,
+}
+
+/// What the bank granted one plugin.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    /// Customer profile fields (`region`, `tier`, `tags`) the plugin may see through
+    /// `identity`, among those its manifest requests.
+    #[serde(default)]
+    pub identity_fields: Vec<String>,
 }
 
 /// What to do with a validly signed token of a customer the identity service does not know.

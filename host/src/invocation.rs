@@ -10,19 +10,22 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::audit::InvocationRecord;
 use crate::error::{ApiError, ErrorCode};
+use crate::identity::customers::Profile;
 use crate::ledger::{CallLedger, LedgerSettings};
 use crate::registry::Plugin;
+use crate::runtime::identity::{CallIdentity, Fields};
 use crate::runtime::{CallError, CallInput, Caller, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
 
 /// Runs `call` on `plugin` and returns the plugin's JSON response.
 ///
-/// `customer` is the caller's bank customer number, for the ledger; the plugin never sees it.
+/// `customer` is the calling customer's profile: its number is for the ledger (the plugin
+/// never sees it), its granted fields for `identity`.
 pub async fn invoke(
     state: &AppState,
     plugin: &Arc<Plugin>,
     call: Request,
-    customer: Option<&str>,
+    customer: Option<&Profile>,
 ) -> Result<String, ApiError> {
     let limits = plugin.limits;
     if call.body.len() as u64 > limits.request_bytes_max {
@@ -67,7 +70,7 @@ pub fn prepare(
     state: &AppState,
     plugin: &Arc<Plugin>,
     call: Request,
-    customer: Option<&str>,
+    customer: Option<&Profile>,
 ) -> (CallInput, InvocationRecord) {
     let limits = plugin.limits;
     let now = SystemTime::now();
@@ -120,7 +123,7 @@ pub fn prepare(
         state.db.read.clone(),
         &plugin.manifest.id,
         &call.region,
-        customer.map(str::to_owned),
+        customer.map(|c| c.customer_number.clone()),
         LedgerSettings {
             now_ms,
             points_validity_ms: plugin.points_validity_ms,
@@ -129,7 +132,14 @@ pub fn prepare(
             writes_per_call_max: ledger_config.writes_per_call_max,
         },
     );
+    let granted = |field: &str| plugin.identity_fields.iter().any(|f| f == field);
+    let identity = CallIdentity(customer.map(|profile| Fields {
+        region: granted("region").then(|| profile.region.clone()),
+        tier: granted("tier").then(|| profile.tier.clone()),
+        tags: granted("tags").then(|| profile.tags.clone()),
+    }));
     let input = CallInput {
+        identity,
         request: call,
         ledger,
         now,

@@ -3,7 +3,8 @@
 //! A scenario plugin is a WebAssembly component that the Lifecircle host calls once per
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
-//! capability in a module ([`store`], [`ledger`], [`config`], [`random`], [`clock`], [`log`]).
+//! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
+//! [`clock`], [`log`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -39,6 +40,7 @@
 pub mod clock;
 pub mod config;
 mod error;
+pub mod identity;
 pub mod ledger;
 pub mod log;
 pub mod random;

@@ -439,6 +439,8 @@ on_each_backend! {
         let count = partner_call(&host, &x, "/partner/v1/scenarios/hello/count?region=cn-fj").await;
         assert_ne!(count.status, 200, "{count:?}");
         assert_eq!(count.body["scenario_code"], "customer_required", "{count:?}");
+        let profile = partner_call(&host, &x, "/partner/v1/scenarios/hello/profile?region=cn-fj").await;
+        assert_eq!((profile.status, &profile.body), (200, &Value::Null), "no customer profile for a partner");
         let other = partner_call(&host, &y, echo).await;
         assert_eq!((other.status, other.code()), (403, "partner_forbidden"), "{other:?}");
         let forged = partner_call(&host, "lcp_forged", echo).await;
@@ -449,6 +451,37 @@ on_each_backend! {
         let branch = admin_token(&host, "fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
         let refused = put_partner(&host, &branch, "till-z", json!([])).await;
         assert_eq!((refused.status, refused.code()), (403, "admin_forbidden"));
+        host.stop().await;
+    }
+}
+
+on_each_backend! {
+    async fn a_plugin_sees_only_the_profile_fields_requested_and_granted() {
+        // hello requests tier and tags; the bank grants tier and region.
+        let host = TestHost::start_with(&[HELLO], |config| {
+            config.plugin_grants.insert(
+                "hello".into(),
+                lifecircle::config::PluginGrants {
+                    identity_fields: vec!["tier".into(), "region".into()],
+                },
+            );
+        })
+        .await;
+        let head = host.state.admin_token.clone();
+        let line = r#"{"customer_number": "c1", "region": "cn-fj", "tier": "gold", "tags": ["vip"]}"#;
+        assert_eq!(import(&host, &head, "jsonl", line).await.status, 200);
+        let token = host.token("c1", "cn-fj");
+        let seen = host.call(&token, "hello", "profile", json!(null)).await;
+        assert_eq!(seen.status, 200, "{seen:?}");
+        assert_eq!(seen.body, json!({"region": null, "tier": "gold", "tags": null}));
+        assert!(!seen.body.to_string().contains("c1"), "never the customer number");
+        host.stop().await;
+
+        // Nothing granted: nothing seen.
+        let host = TestHost::start(&[HELLO]).await;
+        let token = host.token("c1", "cn-fj");
+        let seen = host.call(&token, "hello", "profile", json!(null)).await;
+        assert_eq!(seen.body, json!({"region": null, "tier": null, "tags": null}), "{seen:?}");
         host.stop().await;
     }
 }

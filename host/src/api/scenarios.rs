@@ -69,8 +69,8 @@ async fn call(
         plugin_id,
         action,
         caller: Caller::Customer { pseudonym },
-        region: customer.region,
-        customer: Some(&customer.customer_number),
+        region: customer.region.clone(),
+        customer: Some(&customer),
     };
     run(&state, target, &headers, body).await
 }
@@ -85,8 +85,8 @@ pub struct Target<'a> {
     pub caller: Caller,
     /// The region whose data and budget the call uses.
     pub region: String,
-    /// The bank customer number, for a customer's call (its ledger).
-    pub customer: Option<&'a str>,
+    /// The calling customer's profile, for a customer's call (its ledger and `identity`).
+    pub customer: Option<&'a crate::identity::customers::Profile>,
 }
 
 /// Runs `target` with a JSON `body`: the plugin must be loaded, the action well-formed, the

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, LimitAboveHost, LimitOverrides, Limits};
-use crate::runtime::{CAPABILITIES, CompiledPlugin, LoadError, Runtime};
+use crate::runtime::{CAPABILITIES, CompiledPlugin, IDENTITY_FIELDS, LoadError, Runtime};
 
 mod config;
 pub use config::CallConfig;
@@ -64,6 +64,10 @@ pub struct Capabilities {
     /// Host interfaces the component imports, by short name (`store`, `config`, ...).
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Customer profile fields the plugin asks to see through `identity` (`region`, `tier`,
+    /// `tags`); it sees those the bank also granted (`plugin_grants.<id>.identity_fields`).
+    #[serde(default)]
+    pub identity_fields: Vec<String>,
 }
 
 /// A loaded plugin, ready to call.
@@ -84,6 +88,8 @@ pub struct Plugin {
     pub config_digest: String,
     /// How long the points it awards stay valid, in milliseconds.
     pub points_validity_ms: i64,
+    /// The customer profile fields it may see: requested and granted.
+    pub identity_fields: Vec<String>,
 }
 
 /// Why a bundle could not be loaded.
@@ -219,7 +225,15 @@ pub fn load_bundle(runtime: &Runtime, config: &Config, bundle: &Path) -> Result<
     let serde_json::Value::Object(settings) = settings else {
         unreachable!("a TOML table converts to a JSON object");
     };
+    let granted = config_grants(config, &manifest.id);
     let config = CallConfig::new(settings);
+    let identity_fields = manifest
+        .capabilities
+        .identity_fields
+        .iter()
+        .filter(|field| granted.contains(field))
+        .cloned()
+        .collect();
     Ok(Plugin {
         id: Arc::from(manifest.id.as_str()),
         config_digest: hex::encode(Sha256::digest(config.as_json().as_bytes())),
@@ -229,7 +243,16 @@ pub fn load_bundle(runtime: &Runtime, config: &Config, bundle: &Path) -> Result<
         compiled,
         config,
         points_validity_ms: i64::from(validity_days) * 24 * 3600 * 1000,
+        identity_fields,
     })
+}
+
+/// The identity fields the bank granted `plugin_id` in its configuration.
+fn config_grants<'a>(config: &'a Config, plugin_id: &str) -> &'a [String] {
+    config
+        .plugin_grants
+        .get(plugin_id)
+        .map_or(&[], |grants| grants.identity_fields.as_slice())
 }
 
 impl Manifest {
@@ -249,6 +272,14 @@ impl Manifest {
             if value.trim().is_empty() || value.len() > max {
                 return Err(format!(
                     "{MANIFEST_FILE}: {field} must be 1 to {max} bytes and not blank"
+                ));
+            }
+        }
+        for (index, field) in self.capabilities.identity_fields.iter().enumerate() {
+            if !IDENTITY_FIELDS.contains(&field.as_str()) {
+                return Err(format!(
+                    "{MANIFEST_FILE}: capabilities.identity_fields[{index}] = {field:?} is not a profile field (known: {})",
+                    IDENTITY_FIELDS.join(", ")
                 ));
             }
         }

@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 pub mod clock;
+pub mod identity;
 pub mod limits;
 pub mod log;
 
@@ -40,7 +41,12 @@ pub(crate) use bindings::lifecircle::scenario as interfaces;
 const PACKAGE: &str = "lifecircle:scenario";
 
 /// The host capabilities a manifest may request, by short interface name.
-pub const CAPABILITIES: &[&str] = &["store", "config", "random", "clock", "log", "ledger"];
+pub const CAPABILITIES: &[&str] = &[
+    "store", "config", "random", "clock", "log", "ledger", "identity",
+];
+
+/// The customer profile fields a manifest may request through `identity`.
+pub const IDENTITY_FIELDS: &[&str] = &["region", "tier", "tags"];
 
 /// WASI interfaces every plugin may import without asking: what a Rust (or other) standard
 /// library links against. They are inert here: no files are preopened, no environment or
@@ -159,6 +165,8 @@ pub struct CallInput {
     pub ledger: CallLedger,
     /// The plugin's settings for the region.
     pub config: CallConfig,
+    /// The calling customer's granted profile fields.
+    pub identity: identity::CallIdentity,
     /// The call's limits.
     pub limits: Limits,
     /// The plugin id (for log lines).
@@ -282,6 +290,7 @@ pub struct CallState {
     random: Draws,
     clock: clock::CallClock,
     log: log::CallLog,
+    identity: identity::CallIdentity,
 }
 
 // `types` declares only types; there is nothing to implement.
@@ -369,6 +378,12 @@ impl Runtime {
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.log),
         )?;
+        bindings::lifecircle::scenario::identity::add_to_linker::<
+            _,
+            Metering<identity::CallIdentity>,
+        >(&mut linker, |state| {
+            Metered::new(&mut state.host_calls, &mut state.identity)
+        })?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(
@@ -475,6 +490,7 @@ impl Runtime {
                 input.request.request_id.clone(),
                 limits.log_bytes_max,
             ),
+            identity: input.identity,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);

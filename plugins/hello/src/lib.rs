@@ -9,6 +9,7 @@
 //! | `count-then-panic` | ignored | a trap, after counting | store |
 //! | `draw` | `{"sides": 1..=1000000}` | `{"number": 1..=sides, "sides": sides}` | random |
 //! | `time` | ignored | `{"seconds": ..., "nanoseconds": ...}` | clock |
+//! | `profile` | ignored | the granted `{"region", "tier", "tags"}`, `null` if not a customer | identity |
 //! | `note-set` | `{"text": "..."}` | `{"text": "..."}` | store (customers only) |
 //! | `note-get` | ignored | `{"text": "..."}` or `{"text": null}` | store (customers only) |
 //! | `note-replace` | `{"expected": "..."/null, "text": "..."/null}` | `{"replaced": bool}` | store |
@@ -16,6 +17,7 @@
 //! `count-then-fail` and `count-then-panic` exist for the host's tests: they prove that a
 //! call which returns an error or traps leaves nothing in the store.
 
+use lifecircle_sdk::identity;
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
 use lifecircle_sdk::{Caller, Request, Response, Scenario, ScenarioError, clock, config, random};
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,7 @@ impl Scenario for Hello {
             }
             "draw" => draw(&request),
             "time" => time(),
+            "profile" => profile(),
             "note-set" => note_set(&request),
             "note-get" => note_get(&request),
             "note-replace" => note_replace(&request),
@@ -66,6 +69,12 @@ lifecircle_sdk::export!(Hello);
 #[derive(Serialize)]
 struct EchoAnswer<'a> {
     echo: &'a RawValue,
+}
+
+/// Answers what the plugin may know of the caller: the granted profile fields (`null` for a
+/// partner or the scheduler).
+fn profile() -> Result<Response, ScenarioError> {
+    Response::json(&identity::profile())
 }
 
 /// Answers the body back. `RawValue` checks the JSON without building a tree of it.
