@@ -485,3 +485,31 @@ on_each_backend! {
         host.stop().await;
     }
 }
+
+on_each_backend! {
+    async fn pseudonyms_are_stable_per_plugin_and_differ_across_plugins() {
+        let host = TestHost::start(&[HELLO, POINTS_DEMO]).await;
+        let token = host.token("6222000011113333", "cn-fj");
+        let greet = || host.call(&token, "hello", "greet", json!(null));
+        let first = greet().await.body["message"].as_str().expect("a greeting").to_owned();
+        let second = greet().await.body["message"].as_str().expect("a greeting").to_owned();
+        assert_eq!(first, second, "stable for one plugin");
+        assert!(!first.contains("6222000011113333"), "{first}");
+        assert_eq!(host.call(&token, "points-demo", "balance", json!(null)).await.status, 200);
+        // Every invocation record keeps the pseudonym the plugin saw.
+        host.state.committer.flush().await.expect("records written");
+        let mut connection = host.state.db.read.acquire().await.expect("connection");
+        let seen: Vec<(String, String)> = lifecircle::with_conn!(connection.conn(), c => {
+            sqlx::query_as("SELECT DISTINCT plugin_id, caller FROM invocations ORDER BY plugin_id")
+                .fetch_all(&mut *c)
+                .await
+                .expect("select")
+        });
+        assert_eq!(seen.len(), 2, "one pseudonym per plugin: {seen:?}");
+        let (hello, points) = (&seen[0].1, &seen[1].1);
+        assert!(first.contains(hello.as_str()), "{first} is greeted as {hello}");
+        assert_ne!(hello, points, "different across plugins");
+        drop(connection);
+        host.stop().await;
+    }
+}
