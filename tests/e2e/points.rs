@@ -280,4 +280,22 @@ on_each_backend! {
         assert_eq!(other.status, 409, "{other:?}");
         host.stop().await;
     }
+
+    async fn a_balance_read_in_the_same_call_shows_the_spend_taken_from_the_earliest_lot() {
+        let host = TestHost::start(&[POINTS_DEMO]).await;
+        fund(&host, 100, "f1").await;
+        grant(&host, "c1", 10).await; // expires in a day
+        let token = host.token("c1", REGION);
+        let checked_in = host.call(&token, PLUGIN, "check-in", json!(null)).await; // 10, in 30 days
+        assert_eq!(checked_in.status, 200, "{checked_in:?}");
+        let redeemed = call_keyed(&host, &token, "redeem", json!({"points": 15, "reward": "tea"}), "r1").await;
+        assert_eq!(redeemed.status, 200, "{redeemed:?}");
+        let expiring = redeemed.body["balance"]["expiring"].as_array().expect("lots").clone();
+        assert_eq!(expiring.len(), 1, "the day-long lot is used up first: {expiring:?}");
+        assert_eq!(expiring[0]["points"], 5);
+        // What the call saw is what was committed.
+        assert_eq!(points(&host, &token).await["expiring"], json!(expiring));
+        assert_invariants(&host).await;
+        host.stop().await;
+    }
 }

@@ -444,20 +444,36 @@ impl CallLedger {
                 points: *points,
             })
             .collect();
+        // Replay the call's own writes on the lots the way the ledger will: awards add a lot,
+        // spends and captures take from the earliest-expiring lots first.
         for buffered in &self.operations {
-            if let Operation::Award {
-                amount,
-                expires_at_ms,
-                ..
-            } = buffered.operation
-            {
-                expiring.push(wit::Lot {
+            match buffered.operation {
+                Operation::Award {
+                    amount,
                     expires_at_ms,
-                    points: amount,
-                });
+                    ..
+                } => {
+                    let at = expiring.partition_point(|lot| lot.expires_at_ms <= expires_at_ms);
+                    expiring.insert(
+                        at,
+                        wit::Lot {
+                            expires_at_ms,
+                            points: amount,
+                        },
+                    );
+                }
+                Operation::Spend { amount, .. } | Operation::Capture { amount, .. } => {
+                    let mut left = amount;
+                    for lot in expiring.iter_mut() {
+                        let taken = left.min(lot.points);
+                        lot.points -= taken;
+                        left -= taken;
+                    }
+                    expiring.retain(|lot| lot.points > 0);
+                }
+                _ => {}
             }
         }
-        expiring.sort_by_key(|lot| lot.expires_at_ms);
         Ok(wit::PointsBalance {
             total: committed.total + self.total_delta,
             available: (committed.available + self.available_delta).max(0),
