@@ -59,6 +59,51 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs a multi-row statement over `rows`, one statement per [`statement_chunks`] chunk: `head`,
+/// then `VALUES (...), (...)` with each row's placeholders bound by the closure, then the
+/// optional `tail`. `head` may open a `WITH d (...) AS (` whose `VALUES` the `tail` closes
+/// and uses, as in an `UPDATE ... FROM d`. Expands to code for both backends, like
+/// [`with_conn!`](crate::with_conn); must be used where `?` returns an `sqlx::Error`.
+#[macro_export]
+macro_rules! execute_rows {
+    ($conn:expr, $rows:expr, $head:expr, |$row:ident, $item:pat_param| $bind:expr $(, $tail:expr)? $(,)?) => {
+        for chunk in $crate::db::statement_chunks($rows) {
+            $crate::with_conn!($conn.reborrow(), c => {
+                let mut query = sqlx::QueryBuilder::new($head);
+                query.push_values(chunk, |mut $row, $item| {
+                    $bind;
+                });
+                $( query.push($tail); )?
+                query.build().execute(&mut *c).await?;
+            });
+        }
+    };
+}
+
+/// Runs `{prefix}{values, comma separated})` followed by `{sql}{value}` for each extra
+/// condition, in [`lookup_chunks`] of the values, and collects the rows as `$row`. Expands to
+/// code for both backends; must be used where `?` returns an `sqlx::Error`.
+#[macro_export]
+macro_rules! select_in {
+    ($conn:expr, $row:ty, $prefix:expr, $values:expr $(, ($sql:expr, $extra:expr))* $(,)?) => {{
+        let mut rows: Vec<$row> = Vec::new();
+        for chunk in $crate::db::lookup_chunks($values, $crate::db::STATEMENT_ROWS[0]) {
+            let found: Vec<$row> = $crate::with_conn!($conn.reborrow(), c => {
+                let mut query = sqlx::QueryBuilder::new($prefix);
+                let mut list = query.separated(", ");
+                for value in &chunk {
+                    list.push_bind(value);
+                }
+                list.push_unseparated(")");
+                $( query.push($sql).push_bind($extra); )*
+                query.build_query_as().fetch_all(&mut *c).await?
+            });
+            rows.extend(found);
+        }
+        rows
+    }};
+}
+
 impl Pool {
     /// Takes a connection from the pool.
     pub async fn acquire(&self) -> Result<PooledConn, sqlx::Error> {

@@ -17,7 +17,8 @@ use crate::identity::customers::{self, Profile, Status};
 /// The customer a request's bearer token proves, as the identity service knows them.
 pub struct AuthenticatedCustomer(pub Profile);
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The non-empty `Authorization: Bearer` credential of a request.
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     parts
         .headers
         .get(AUTHORIZATION)

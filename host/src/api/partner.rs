@@ -7,12 +7,12 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::post;
 use serde::Deserialize;
 
+use super::auth::bearer;
 use super::scenarios::{Target, run};
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -39,14 +39,7 @@ impl FromRequestParts<AppState> for AuthenticatedPartner {
                  issues keys at /admin/v1/partners/{id}/keys",
             )
         };
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|key| !key.is_empty())
-            .ok_or_else(invalid)?;
+        let key = bearer(parts).ok_or_else(invalid)?;
         let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
         partners::find(&mut connection.conn(), key)
             .await

@@ -6,7 +6,7 @@ pub mod admin;
 mod random;
 
 use crate::db::Conn;
-use crate::with_conn;
+use crate::execute_rows;
 pub use random::Draws;
 
 /// One invocation's audit record.
@@ -50,32 +50,28 @@ pub async fn insert_all(
     connection: &mut Conn<'_>,
     records: &[&InvocationRecord],
 ) -> Result<(), sqlx::Error> {
-    for chunk in crate::db::statement_chunks(records) {
-        with_conn!(connection.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, \
+    execute_rows!(
+        connection,
+        records,
+        "INSERT INTO invocations (id, started_at_ms, plugin_id, plugin_version, \
                  plugin_digest, config_digest, region, caller_kind, caller, action, \
                  input_digest, outcome, fuel_consumed, duration_us, seed) ",
-            );
-            query.push_values(chunk, |mut row, record| {
-                row.push_bind(&record.id)
-                    .push_bind(record.started_at_ms)
-                    .push_bind(&record.plugin_id)
-                    .push_bind(&record.plugin_version)
-                    .push_bind(&record.plugin_digest)
-                    .push_bind(&record.config_digest)
-                    .push_bind(&record.region)
-                    .push_bind(record.caller_kind)
-                    .push_bind(&record.caller)
-                    .push_bind(&record.action)
-                    .push_bind(&record.input_digest)
-                    .push_bind(record.outcome)
-                    .push_bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
-                    .push_bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
-                    .push_bind(&record.seed);
-            });
-            query.build().persistent(true).execute(&mut *c).await?;
-        });
-    }
+        |row, record| row
+            .push_bind(&record.id)
+            .push_bind(record.started_at_ms)
+            .push_bind(&record.plugin_id)
+            .push_bind(&record.plugin_version)
+            .push_bind(&record.plugin_digest)
+            .push_bind(&record.config_digest)
+            .push_bind(&record.region)
+            .push_bind(record.caller_kind)
+            .push_bind(&record.caller)
+            .push_bind(&record.action)
+            .push_bind(&record.input_digest)
+            .push_bind(record.outcome)
+            .push_bind(i64::try_from(record.fuel_consumed).unwrap_or(i64::MAX))
+            .push_bind(i64::try_from(record.duration_us).unwrap_or(i64::MAX))
+            .push_bind(&record.seed),
+    );
     Ok(())
 }

@@ -9,9 +9,8 @@
 //! | `viewer` | everything, or its region's subtree if it has one | nothing |
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::{is_region, region_within};
+use super::{is_region, new_secret, region_within, secret_digest};
 use crate::db::Conn;
 use crate::with_conn;
 
@@ -131,10 +130,6 @@ pub enum CreateError {
     Database(#[from] sqlx::Error),
 }
 
-fn digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
-}
-
 /// Checks a new admin's name, role and region together.
 pub fn check(name: &str, role: Role, region: Option<&str>) -> Result<(), CreateError> {
     if name.is_empty()
@@ -172,17 +167,14 @@ pub async fn create(
     now_ms: i64,
 ) -> Result<String, CreateError> {
     check(&admin.name, admin.role, admin.region.as_deref())?;
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e.to_string())))?;
-    let token = format!("lca_{}", hex::encode(secret));
+    let token = new_secret("lca_")?;
     let inserted = with_conn!(conn.reborrow(), c => {
         sqlx::query(
             "INSERT INTO admin_tokens (name, digest, role, region, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&admin.name)
-        .bind(digest(&token))
+        .bind(secret_digest(&token))
         .bind(admin.role.as_str())
         .bind(&admin.region)
         .bind(now_ms)
@@ -201,7 +193,7 @@ pub async fn create(
 pub async fn find(conn: &mut Conn<'_>, token: &str) -> Result<Option<Admin>, sqlx::Error> {
     let row: Option<(String, String, Option<String>)> = with_conn!(conn.reborrow(), c => {
         sqlx::query_as("SELECT name, role, region FROM admin_tokens WHERE digest = $1")
-            .bind(digest(token))
+            .bind(secret_digest(token))
             .fetch_optional(&mut *c)
             .await?
     });

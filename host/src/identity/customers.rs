@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::{self, Conn};
-use crate::with_conn;
+use crate::db::Conn;
+use crate::{execute_rows, select_in, with_conn};
 
 /// Whether a customer may use scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,23 +134,12 @@ pub async fn get_many(
     conn: &mut Conn<'_>,
     ids: &[String],
 ) -> Result<HashMap<String, Profile>, sqlx::Error> {
-    let mut found = HashMap::with_capacity(ids.len());
-    for chunk in db::lookup_chunks(ids, db::STATEMENT_ROWS[0]) {
-        let rows: Vec<Row> = with_conn!(conn.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new(format!("{COLUMNS} WHERE id IN ("));
-            let mut list = query.separated(", ");
-            for id in &chunk {
-                list.push_bind(id);
-            }
-            list.push_unseparated(")");
-            query.build_query_as().fetch_all(&mut *c).await?
-        });
-        found.extend(
-            rows.into_iter()
-                .map(profile_from_row)
-                .map(|p| (p.customer_number.clone(), p)),
-        );
-    }
+    let rows = select_in!(conn, Row, format!("{COLUMNS} WHERE id IN ("), ids);
+    let found = rows
+        .into_iter()
+        .map(profile_from_row)
+        .map(|p| (p.customer_number.clone(), p))
+        .collect();
     Ok(found)
 }
 
@@ -194,28 +183,21 @@ pub async fn save(
     source: &str,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    for chunk in db::statement_chunks(rows) {
-        with_conn!(conn.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO customers (id, region, tier, tags, status, created_at_ms, updated_at_ms) ",
-            );
-            query.push_values(chunk, |mut row, saved| {
-                let p = saved.after;
-                row.push_bind(&p.customer_number)
-                    .push_bind(&p.region)
-                    .push_bind(&p.tier)
-                    .push_bind(serde_json::to_string(&p.tags).unwrap_or_else(|_| "[]".into()))
-                    .push_bind(p.status.as_str())
-                    .push_bind(p.created_at_ms)
-                    .push_bind(p.updated_at_ms);
-            });
-            query.push(
-                " ON CONFLICT (id) DO UPDATE SET region = excluded.region, tier = excluded.tier, \
+    execute_rows!(
+        conn,
+        rows,
+        "INSERT INTO customers (id, region, tier, tags, status, created_at_ms, updated_at_ms) ",
+        |row, Saved { after: p, .. }| row
+            .push_bind(&p.customer_number)
+            .push_bind(&p.region)
+            .push_bind(&p.tier)
+            .push_bind(serde_json::to_string(&p.tags).unwrap_or_else(|_| "[]".into()))
+            .push_bind(p.status.as_str())
+            .push_bind(p.created_at_ms)
+            .push_bind(p.updated_at_ms),
+        " ON CONFLICT (id) DO UPDATE SET region = excluded.region, tier = excluded.tier, \
                  tags = excluded.tags, status = excluded.status, updated_at_ms = excluded.updated_at_ms",
-            );
-            query.build().execute(&mut *c).await?;
-        });
-    }
+    );
     let changes: Vec<(&str, String, String)> = rows
         .iter()
         .filter_map(|saved| {
@@ -236,21 +218,17 @@ pub async fn save(
             ))
         })
         .collect();
-    for chunk in db::statement_chunks(&changes) {
-        with_conn!(conn.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO customer_tag_changes (customer_id, changed_at_ms, added, removed, source) ",
-            );
-            query.push_values(chunk, |mut row, (id, added, removed)| {
-                row.push_bind(*id)
-                    .push_bind(now_ms)
-                    .push_bind(added)
-                    .push_bind(removed)
-                    .push_bind(source);
-            });
-            query.build().execute(&mut *c).await?;
-        });
-    }
+    execute_rows!(
+        conn,
+        &changes,
+        "INSERT INTO customer_tag_changes (customer_id, changed_at_ms, added, removed, source) ",
+        |row, (id, added, removed)| row
+            .push_bind(*id)
+            .push_bind(now_ms)
+            .push_bind(added)
+            .push_bind(removed)
+            .push_bind(source),
+    );
     Ok(())
 }
 

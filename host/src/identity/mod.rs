@@ -145,6 +145,22 @@ impl Identity {
     }
 }
 
+/// A new random API secret (an admin token, a partner key): `prefix`, then 256 random bits
+/// in hex. Only its [`secret_digest`] is stored.
+pub(crate) fn new_secret(prefix: &str) -> Result<String, sqlx::Error> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e.to_string())))?;
+    Ok(format!("{prefix}{}", hex::encode(secret)))
+}
+
+/// The SHA-256 digest a secret is stored and looked up by: a lookup by digest leaks nothing
+/// about the stored secrets.
+pub(crate) fn secret_digest(secret: &str) -> Vec<u8> {
+    use sha2::Digest;
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
 /// Whether `region` is a valid region code: 1 to 64 lowercase letters, digits or `-`. Regions
 /// form a tree by name: `cn-fj-xm` is under `cn-fj`, which is under `cn`.
 pub fn is_region(region: &str) -> bool {

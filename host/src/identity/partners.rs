@@ -3,8 +3,8 @@
 //! and the plugin sees a partner caller, never a customer.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::{new_secret, secret_digest};
 use crate::db::Conn;
 use crate::registry::is_plugin_id;
 use crate::with_conn;
@@ -39,10 +39,6 @@ pub fn check(partner: &Partner) -> Result<(), String> {
         return Err(format!("{bad:?} is not a plugin id"));
     }
     Ok(())
-}
-
-fn digest(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
 }
 
 /// The partner `id`, if it exists.
@@ -87,16 +83,13 @@ pub async fn create_key(
     name: &str,
     now_ms: i64,
 ) -> Result<Option<String>, sqlx::Error> {
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e.to_string())))?;
-    let key = format!("lcp_{}", hex::encode(secret));
+    let key = new_secret("lcp_")?;
     let inserted = with_conn!(conn.reborrow(), c => {
         sqlx::query(
             "INSERT INTO partner_keys (digest, partner_id, name, created_at_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (partner_id, name) DO NOTHING",
         )
-        .bind(digest(&key))
+        .bind(secret_digest(&key))
         .bind(id)
         .bind(name)
         .bind(now_ms)
@@ -111,7 +104,7 @@ pub async fn create_key(
 pub async fn find(conn: &mut Conn<'_>, key: &str) -> Result<Option<Partner>, sqlx::Error> {
     let id: Option<String> = with_conn!(conn.reborrow(), c => {
         sqlx::query_scalar("SELECT partner_id FROM partner_keys WHERE digest = $1")
-            .bind(digest(key))
+            .bind(secret_digest(key))
             .fetch_optional(&mut *c)
             .await?
     });

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{Account, LedgerError, Operation, Request};
 use crate::db::{self, Conn};
-use crate::with_conn;
+use crate::{execute_rows, select_in, with_conn};
 
 /// One write: what to do, for which plugin in which region, with which key.
 #[derive(Debug, Clone)]
@@ -992,123 +992,96 @@ impl Batch {
     /// Writes what the applied writes did.
     pub async fn flush(self, conn: &mut Conn<'_>) -> Result<(), sqlx::Error> {
         // Postings first: lots, moves, holds and clawbacks refer to them.
-        for chunk in db::statement_chunks(&self.new_postings) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_postings (id, created_at_ms, kind, from_account, \
+        execute_rows!(
+            conn,
+            &self.new_postings,
+            "INSERT INTO ledger_postings (id, created_at_ms, kind, from_account, \
                      to_account, amount, plugin_id, region, memo, reverses) ",
-                );
-                query.push_values(chunk, |mut row, p| {
-                    row.push_bind(&p.id)
-                        .push_bind(p.created_at_ms)
-                        .push_bind(p.kind)
-                        .push_bind(&p.from)
-                        .push_bind(&p.to)
-                        .push_bind(p.amount)
-                        .push_bind(&p.plugin_id)
-                        .push_bind(&p.region)
-                        .push_bind(&p.memo)
-                        .push_bind(&p.reverses);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+            |row, p| row
+                .push_bind(&p.id)
+                .push_bind(p.created_at_ms)
+                .push_bind(p.kind)
+                .push_bind(&p.from)
+                .push_bind(&p.to)
+                .push_bind(p.amount)
+                .push_bind(&p.plugin_id)
+                .push_bind(&p.region)
+                .push_bind(&p.memo)
+                .push_bind(&p.reverses),
+        );
         let deltas: Vec<(&String, i64)> = self
             .accounts
             .iter()
             .filter(|(_, (now, stored))| now != stored)
             .map(|(id, (now, stored))| (id, now - stored))
             .collect();
-        for chunk in db::statement_chunks(&deltas) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new("WITH d (id, delta) AS (");
-                query.push_values(chunk, |mut row, (id, delta)| {
-                    row.push_bind(*id).push_bind(*delta);
-                });
-                query.push(
-                    ") UPDATE ledger_accounts SET balance = ledger_accounts.balance + d.delta \
+        execute_rows!(
+            conn,
+            &deltas,
+            "WITH d (id, delta) AS (",
+            |row, (id, delta)| row.push_bind(*id).push_bind(*delta),
+            ") UPDATE ledger_accounts SET balance = ledger_accounts.balance + d.delta \
                      FROM d WHERE ledger_accounts.id = d.id",
-                );
-                query.build().execute(&mut *c).await?;
-            });
-        }
+        );
         let new_lots: Vec<(&String, &Lot)> = self
             .lots
             .iter()
             .filter(|(_, lot)| lot.stored.is_none())
             .collect();
-        for chunk in db::statement_chunks(&new_lots) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_lots (id, account_id, award_posting, amount, remaining, \
+        execute_rows!(
+            conn,
+            &new_lots,
+            "INSERT INTO ledger_lots (id, account_id, award_posting, amount, remaining, \
                      expires_at_ms) ",
-                );
-                query.push_values(chunk, |mut row, (id, lot)| {
-                    row.push_bind(*id)
-                        .push_bind(&lot.account)
-                        .push_bind(&lot.award_posting)
-                        .push_bind(lot.amount)
-                        .push_bind(lot.remaining)
-                        .push_bind(lot.expires_at_ms);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+            |row, (id, lot)| row
+                .push_bind(*id)
+                .push_bind(&lot.account)
+                .push_bind(&lot.award_posting)
+                .push_bind(lot.amount)
+                .push_bind(lot.remaining)
+                .push_bind(lot.expires_at_ms),
+        );
         let changed_lots: Vec<(&String, i64)> = self
             .lots
             .iter()
             .filter(|(_, lot)| lot.stored.is_some_and(|stored| stored != lot.remaining))
             .map(|(id, lot)| (id, lot.remaining))
             .collect();
-        for chunk in db::statement_chunks(&changed_lots) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new("WITH d (id, remaining) AS (");
-                query.push_values(chunk, |mut row, (id, remaining)| {
-                    row.push_bind(*id).push_bind(*remaining);
-                });
-                query.push(
-                    ") UPDATE ledger_lots SET remaining = d.remaining FROM d \
+        execute_rows!(
+            conn,
+            &changed_lots,
+            "WITH d (id, remaining) AS (",
+            |row, (id, remaining)| row.push_bind(*id).push_bind(*remaining),
+            ") UPDATE ledger_lots SET remaining = d.remaining FROM d \
                      WHERE ledger_lots.id = d.id",
-                );
-                query.build().execute(&mut *c).await?;
-            });
-        }
-        for chunk in db::statement_chunks(&self.new_moves) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_lot_moves (posting_id, lot_id, amount) ",
-                );
-                query.push_values(chunk, |mut row, (posting, lot, amount)| {
-                    row.push_bind(posting).push_bind(lot).push_bind(*amount);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+        );
+        execute_rows!(
+            conn,
+            &self.new_moves,
+            "INSERT INTO ledger_lot_moves (posting_id, lot_id, amount) ",
+            |row, (posting, lot, amount)| row.push_bind(posting).push_bind(lot).push_bind(*amount),
+        );
         let new_holds: Vec<(&String, &Hold)> = self
             .holds
             .iter()
             .filter(|(_, hold)| hold.stored.is_none())
             .collect();
-        for chunk in db::statement_chunks(&new_holds) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, \
+        execute_rows!(
+            conn,
+            &new_holds,
+            "INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, \
                      created_at_ms, expires_at_ms, status, capture_posting) ",
-                );
-                query.push_values(chunk, |mut row, (id, hold)| {
-                    row.push_bind(*id)
-                        .push_bind(&hold.account)
-                        .push_bind(&hold.plugin_id)
-                        .push_bind(&hold.region)
-                        .push_bind(hold.amount)
-                        .push_bind(hold.created_at_ms)
-                        .push_bind(hold.expires_at_ms)
-                        .push_bind(&hold.status)
-                        .push_bind(&hold.capture_posting);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+            |row, (id, hold)| row
+                .push_bind(*id)
+                .push_bind(&hold.account)
+                .push_bind(&hold.plugin_id)
+                .push_bind(&hold.region)
+                .push_bind(hold.amount)
+                .push_bind(hold.created_at_ms)
+                .push_bind(hold.expires_at_ms)
+                .push_bind(&hold.status)
+                .push_bind(&hold.capture_posting),
+        );
         // Stored holds only ever change status (and gain a capture posting).
         let resolved: Vec<(&String, &Hold)> = self
             .holds
@@ -1119,56 +1092,43 @@ impl Batch {
                     .is_some_and(|stored| *stored != hold.status)
             })
             .collect();
-        for chunk in db::statement_chunks(&resolved) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query =
-                    sqlx::QueryBuilder::new("WITH d (id, status, capture_posting) AS (");
-                query.push_values(chunk, |mut row, (id, hold)| {
-                    row.push_bind(*id)
-                        .push_bind(&hold.status)
-                        .push_bind(&hold.capture_posting);
-                });
-                query.push(
-                    ") UPDATE ledger_holds SET status = d.status, \
+        execute_rows!(
+            conn,
+            &resolved,
+            "WITH d (id, status, capture_posting) AS (",
+            |row, (id, hold)| row
+                .push_bind(*id)
+                .push_bind(&hold.status)
+                .push_bind(&hold.capture_posting),
+            ") UPDATE ledger_holds SET status = d.status, \
                      capture_posting = d.capture_posting FROM d \
                      WHERE ledger_holds.id = d.id AND ledger_holds.status = 'open'",
-                );
-                query.build().execute(&mut *c).await?;
-            });
-        }
-        for chunk in db::statement_chunks(&self.new_clawbacks) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_clawbacks (reversal_posting, original_posting, clawed, owed) ",
-                );
-                query.push_values(chunk, |mut row, (reversal, original, clawed, owed)| {
-                    row.push_bind(reversal)
-                        .push_bind(original)
-                        .push_bind(*clawed)
-                        .push_bind(*owed);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+        );
+        execute_rows!(
+            conn,
+            &self.new_clawbacks,
+            "INSERT INTO ledger_clawbacks (reversal_posting, original_posting, clawed, owed) ",
+            |row, (reversal, original, clawed, owed)| row
+                .push_bind(reversal)
+                .push_bind(original)
+                .push_bind(*clawed)
+                .push_bind(*owed),
+        );
         let new_keys: Vec<(&(String, String), &KeyRecord)> = self
             .keys
             .iter()
             .filter(|(_, record)| !record.stored)
             .collect();
-        for chunk in db::statement_chunks(&new_keys) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO ledger_idempotency (scope, key, fingerprint, result) ",
-                );
-                query.push_values(chunk, |mut row, ((scope, key), record)| {
-                    row.push_bind(scope)
-                        .push_bind(key)
-                        .push_bind(&record.fingerprint)
-                        .push_bind(&record.result);
-                });
-                query.build().execute(&mut *c).await?;
-            });
-        }
+        execute_rows!(
+            conn,
+            &new_keys,
+            "INSERT INTO ledger_idempotency (scope, key, fingerprint, result) ",
+            |row, ((scope, key), record)| row
+                .push_bind(scope)
+                .push_bind(key)
+                .push_bind(&record.fingerprint)
+                .push_bind(&record.result),
+        );
         Ok(())
     }
 }
@@ -1210,28 +1170,6 @@ async fn lock(
         );
     }
     Ok(balances)
-}
-
-/// Runs `{prefix}{values, comma separated})` followed by `{sql} {value}` for each extra
-/// condition, in padded chunks of the values, and collects the rows.
-macro_rules! select_in {
-    ($conn:expr, $row:ty, $prefix:expr, $values:expr $(, ($sql:expr, $extra:expr))*) => {{
-        let mut rows: Vec<$row> = Vec::new();
-        for chunk in db::lookup_chunks($values, db::STATEMENT_ROWS[0]) {
-            let found: Vec<$row> = with_conn!($conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new($prefix);
-                let mut list = query.separated(", ");
-                for value in &chunk {
-                    list.push_bind(value);
-                }
-                list.push_unseparated(")");
-                $( query.push($sql).push_bind($extra); )*
-                query.build_query_as().fetch_all(&mut *c).await?
-            });
-            rows.extend(found);
-        }
-        rows
-    }};
 }
 
 /// The owner (account, plugin, region) of each hold in `ids` that exists.

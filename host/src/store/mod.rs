@@ -454,7 +454,7 @@ mod db {
 
     use super::Scope;
     use crate::db::Conn;
-    use crate::with_conn;
+    use crate::{execute_rows, select_in, with_conn};
 
     pub async fn get(
         conn: Conn<'_>,
@@ -479,27 +479,15 @@ mod db {
         scope: &Scope,
         keys: &[Vec<u8>],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
-        let mut found = Vec::new();
         let mut conn = conn;
-        for chunk in crate::db::lookup_chunks(keys, crate::db::STATEMENT_ROWS[0]) {
-            let rows: Vec<(Vec<u8>, Vec<u8>)> = with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "SELECT key, value FROM store_entries WHERE plugin_id = ",
-                );
-                query
-                    .push_bind(&scope.plugin_id)
-                    .push(" AND region = ")
-                    .push_bind(&scope.region)
-                    .push(" AND key IN (");
-                let mut list = query.separated(", ");
-                for key in &chunk {
-                    list.push_bind(key);
-                }
-                list.push_unseparated(")");
-                query.build_query_as().fetch_all(&mut *c).await?
-            });
-            found.extend(rows);
-        }
+        let found = select_in!(
+            conn,
+            (Vec<u8>, Vec<u8>),
+            "SELECT key, value FROM store_entries WHERE key IN (",
+            keys,
+            (" AND plugin_id = ", &scope.plugin_id),
+            (" AND region = ", &scope.region),
+        );
         Ok(found)
     }
 
@@ -509,23 +497,17 @@ mod db {
         rows: &[(&[u8], &[u8])],
     ) -> Result<(), sqlx::Error> {
         let mut conn = conn;
-        for chunk in crate::db::statement_chunks(rows) {
-            with_conn!(conn.reborrow(), c => {
-                let mut query = sqlx::QueryBuilder::new(
-                    "INSERT INTO store_entries (plugin_id, region, key, value) ",
-                );
-                query.push_values(chunk, |mut row, (key, value)| {
-                    row.push_bind(&scope.plugin_id)
-                        .push_bind(&scope.region)
-                        .push_bind(*key)
-                        .push_bind(*value);
-                });
-                query.push(
-                    " ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
-                );
-                query.build().execute(&mut *c).await?;
-            });
-        }
+        execute_rows!(
+            conn,
+            rows,
+            "INSERT INTO store_entries (plugin_id, region, key, value) ",
+            |row, (key, value)| row
+                .push_bind(&scope.plugin_id)
+                .push_bind(&scope.region)
+                .push_bind(*key)
+                .push_bind(*value),
+            " ON CONFLICT (plugin_id, region, key) DO UPDATE SET value = excluded.value",
+        );
         Ok(())
     }
 
