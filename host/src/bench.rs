@@ -42,10 +42,12 @@ pub async fn run(
     let data = tempfile::tempdir()?;
     config.data_dir = data.path().to_owned();
     config.database_url = None;
+    // The bench's customers live in `cn`.
+    config.registry.dev_regions = vec!["cn".into()];
     let template = config.clone();
     let state = build(config).await?;
     anyhow::ensure!(
-        state.registry.get("hello").is_some(),
+        state.registry.deployment("hello", "cn").is_some(),
         "the plugins directory has no `hello` bundle; build the plugins first (make plugins)"
     );
 
@@ -394,7 +396,7 @@ async fn ledger_case(
     const PLUGIN: &str = "points-demo";
     const REGION: &str = "cn";
     anyhow::ensure!(
-        state.registry.get(PLUGIN).is_some(),
+        state.registry.deployment(PLUGIN, REGION).is_some(),
         "the plugins directory has no `points-demo` bundle; build the plugins first (make plugins)"
     );
     let now_ms = ledger::now_ms();
@@ -503,7 +505,10 @@ fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration) -> Measured {
 /// Calls `hello.echo` in a loop on `threads` threads at once, each with its own
 /// single-threaded async runtime, after a short warm-up.
 fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured {
-    let plugin = state.registry.get("hello").expect("checked by the caller");
+    let plugin = state
+        .registry
+        .deployment("hello", "cn")
+        .expect("checked by the caller");
     let started = Arc::new(std::sync::Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|thread| {
@@ -546,7 +551,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                         let state = state.clone();
                         let plugin = plugin.clone();
                         async move {
-                            let output = state.runtime.call(&plugin.compiled, input).await;
+                            let output = state.runtime.call(&plugin.plugin.compiled, input).await;
                             assert!(
                                 output.result.is_ok(),
                                 "hello.echo failed: {:?}",

@@ -20,8 +20,10 @@ pub struct Config {
     /// Directory for the embedded database and the compiled-plugin cache.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Directory of plugin bundles loaded at start-up: one sub-directory per plugin, each with
-    /// a `plugin.toml` and its component.
+    /// Development mode: directory of plugin bundles (one sub-directory per plugin, each with a
+    /// `plugin.toml` and its component) that the host registers, approves and enables in
+    /// `registry.dev_regions` at start-up, and again whenever a bundle's files change. Empty
+    /// means none: plugins then come only through the admin API.
     #[serde(default = "default_plugins_dir")]
     pub plugins_dir: PathBuf,
     /// Directory of compiled plugins, keyed by component digest and engine settings. Unset
@@ -55,10 +57,75 @@ pub struct Config {
     /// Settings of the customer identity service.
     #[serde(default)]
     pub identity: IdentityConfig,
-    /// What the bank granted each plugin, by plugin id (until grants are made per region in
-    /// the admin API).
+    /// Development mode: what the dev-mode approval of each bundle in `plugins_dir` grants, by
+    /// plugin id. Uploaded versions get their grants from the reviewer who approves them.
     #[serde(default)]
     pub plugin_grants: BTreeMap<String, PluginGrants>,
+    /// Settings of the plugin registry.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// Settings of the plugin registry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The largest component an upload may carry. Bounds the memory and compile time one
+    /// upload costs.
+    #[serde(default = "default_component_bytes_max")]
+    pub component_bytes_max: u64,
+    /// The largest manifest an upload may carry.
+    #[serde(default = "default_manifest_bytes_max")]
+    pub manifest_bytes_max: u64,
+    /// The largest per-region settings document (JSON bytes) an admin may set: every call of
+    /// the plugin in the region carries it. At most 60 KiB, so it fits an admin request body
+    /// (64 KiB).
+    #[serde(default = "default_config_bytes_max")]
+    pub config_bytes_max: u64,
+    /// How often each host checks the database for registry changes made elsewhere (another
+    /// host, the CLI), in milliseconds: the longest a change takes to reach every host.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Development mode: the regions the bundles of `plugins_dir` are enabled in (created as
+    /// top-level regions if missing).
+    #[serde(default = "default_dev_regions")]
+    pub dev_regions: Vec<String>,
+    /// Development mode: how often the bundles of `plugins_dir` are checked for changes, in
+    /// milliseconds.
+    #[serde(default = "default_dev_watch_interval_ms")]
+    pub dev_watch_interval_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            component_bytes_max: default_component_bytes_max(),
+            manifest_bytes_max: default_manifest_bytes_max(),
+            config_bytes_max: default_config_bytes_max(),
+            poll_interval_ms: default_poll_interval_ms(),
+            dev_regions: default_dev_regions(),
+            dev_watch_interval_ms: default_dev_watch_interval_ms(),
+        }
+    }
+}
+
+fn default_component_bytes_max() -> u64 {
+    32 << 20
+}
+fn default_manifest_bytes_max() -> u64 {
+    64 << 10
+}
+fn default_config_bytes_max() -> u64 {
+    32 << 10
+}
+fn default_poll_interval_ms() -> u64 {
+    250
+}
+fn default_dev_regions() -> Vec<String> {
+    vec!["dev".to_owned()]
+}
+fn default_dev_watch_interval_ms() -> u64 {
+    1_000
 }
 
 /// What the bank granted one plugin.
@@ -549,8 +616,9 @@ pub enum ConfigError {
 /// `limits.fuel_max`: a double underscore separates nested keys.
 pub const ENV_PREFIX: &str = "LIFECIRCLE_";
 
-/// Environment variables with [`ENV_PREFIX`] that are not configuration (the test suite's).
-const ENV_IGNORED_PREFIX: &str = "LIFECIRCLE_TEST_";
+/// Environment variables with [`ENV_PREFIX`] that are not configuration: the test suite's
+/// and the admin command line's (`LIFECIRCLE_CLI_URL`, `LIFECIRCLE_CLI_TOKEN`).
+const ENV_IGNORED_PREFIXES: [&str; 2] = ["LIFECIRCLE_TEST_", "LIFECIRCLE_CLI_"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -652,6 +720,33 @@ impl Config {
                 "engine.stack_bytes_max must be at least 65536".into(),
             ));
         }
+        let registry = &self.registry;
+        if registry.component_bytes_max == 0
+            || registry.manifest_bytes_max == 0
+            || registry.config_bytes_max == 0
+            || registry.poll_interval_ms == 0
+            || registry.dev_watch_interval_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "registry: every size and interval must be at least 1".into(),
+            ));
+        }
+        if registry.config_bytes_max > 60 << 10 {
+            return Err(ConfigError::Invalid(
+                "registry.config_bytes_max must be at most 61440: a region's settings are sent \
+                 in one admin request of at most 64 KiB"
+                    .into(),
+            ));
+        }
+        if let Some(bad) = registry
+            .dev_regions
+            .iter()
+            .find(|region| !crate::identity::is_region(region))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "registry.dev_regions: {bad:?} is not a region (lowercase letters, digits, '-')"
+            )));
+        }
         if let Some(url) = &self.database_url
             && !crate::db::is_supported_url(url)
         {
@@ -729,7 +824,10 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        if name.starts_with(ENV_IGNORED_PREFIX) {
+        if ENV_IGNORED_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+        {
             continue;
         }
         let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();

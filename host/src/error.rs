@@ -100,13 +100,35 @@ pub enum ErrorCode {
     PluginStoreKeyTooLarge,
     /// The plugin tried to store a value larger than allowed.
     PluginStoreValueTooLarge,
+    /// A kill switch stops the plugin in the caller's region.
+    PluginKilled,
+    /// An uploaded bundle failed a check (manifest, size, component, imports).
+    PluginInvalid,
+    /// No such plugin version in the registry.
+    PluginVersionNotFound,
+    /// The plugin id and version were uploaded before with another component.
+    PluginVersionExists,
+    /// The version is not approved, so it cannot be enabled.
+    PluginVersionNotApproved,
+    /// The version was approved or rejected already.
+    PluginAlreadyReviewed,
+    /// The reviewer uploaded the version (four-eyes rule).
+    ReviewOwnUpload,
+    /// No such region.
+    RegionNotFound,
+    /// A region's settings for a plugin do not fit (schema, targeting, schedule).
+    EnablementInvalid,
+    /// The region has no setting of its own for the plugin.
+    EnablementNotFound,
+    /// There is no earlier version to roll back to.
+    RollbackUnavailable,
     /// A bug or an outage in the host.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 42] = [
+    pub const ALL: [ErrorCode; 53] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -148,6 +170,17 @@ impl ErrorCode {
         ErrorCode::PluginStoreKeyLimit,
         ErrorCode::PluginStoreKeyTooLarge,
         ErrorCode::PluginStoreValueTooLarge,
+        ErrorCode::PluginKilled,
+        ErrorCode::PluginInvalid,
+        ErrorCode::PluginVersionNotFound,
+        ErrorCode::PluginVersionExists,
+        ErrorCode::PluginVersionNotApproved,
+        ErrorCode::PluginAlreadyReviewed,
+        ErrorCode::ReviewOwnUpload,
+        ErrorCode::RegionNotFound,
+        ErrorCode::EnablementInvalid,
+        ErrorCode::EnablementNotFound,
+        ErrorCode::RollbackUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -195,6 +228,17 @@ impl ErrorCode {
             ErrorCode::PluginStoreKeyLimit => "plugin_store_key_limit",
             ErrorCode::PluginStoreKeyTooLarge => "plugin_store_key_too_large",
             ErrorCode::PluginStoreValueTooLarge => "plugin_store_value_too_large",
+            ErrorCode::PluginKilled => "plugin_killed",
+            ErrorCode::PluginInvalid => "plugin_invalid",
+            ErrorCode::PluginVersionNotFound => "plugin_version_not_found",
+            ErrorCode::PluginVersionExists => "plugin_version_exists",
+            ErrorCode::PluginVersionNotApproved => "plugin_version_not_approved",
+            ErrorCode::PluginAlreadyReviewed => "plugin_already_reviewed",
+            ErrorCode::ReviewOwnUpload => "review_own_upload",
+            ErrorCode::RegionNotFound => "region_not_found",
+            ErrorCode::EnablementInvalid => "enablement_invalid",
+            ErrorCode::EnablementNotFound => "enablement_not_found",
+            ErrorCode::RollbackUnavailable => "rollback_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -249,6 +293,17 @@ impl ErrorCode {
             | ErrorCode::PluginStoreKeyLimit
             | ErrorCode::PluginStoreKeyTooLarge
             | ErrorCode::PluginStoreValueTooLarge => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::PluginKilled => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::PluginInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::PluginVersionNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PluginVersionExists => StatusCode::CONFLICT,
+            ErrorCode::PluginVersionNotApproved => StatusCode::CONFLICT,
+            ErrorCode::PluginAlreadyReviewed => StatusCode::CONFLICT,
+            ErrorCode::ReviewOwnUpload => StatusCode::FORBIDDEN,
+            ErrorCode::RegionNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::EnablementInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::EnablementNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RollbackUnavailable => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -12,21 +12,23 @@ use crate::audit::InvocationRecord;
 use crate::error::{ApiError, ErrorCode};
 use crate::identity::customers::Profile;
 use crate::ledger::{CallLedger, LedgerSettings};
-use crate::registry::Plugin;
+use crate::registry::Deployment;
 use crate::runtime::identity::{CallIdentity, Fields};
 use crate::runtime::{CallError, CallInput, Caller, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
 
-/// Runs `call` on `plugin` and returns the plugin's JSON response.
+/// Runs `call` on the plugin version and settings of `deployment` and returns the plugin's
+/// JSON response.
 ///
 /// `customer` is the calling customer's profile: its number is for the ledger (the plugin
 /// never sees it), its granted fields for `identity`.
 pub async fn invoke(
     state: &AppState,
-    plugin: &Arc<Plugin>,
+    deployment: &Arc<Deployment>,
     call: Request,
     customer: Option<&Profile>,
 ) -> Result<String, ApiError> {
+    let plugin = &deployment.plugin;
     let limits = plugin.limits;
     if call.body.len() as u64 > limits.request_bytes_max {
         return Err(ApiError::new(
@@ -38,7 +40,7 @@ pub async fn invoke(
             ),
         ));
     }
-    let (input, mut record) = prepare(state, plugin, call, customer);
+    let (input, mut record) = prepare(state, deployment, call, customer);
     let output = state.runtime.call(&plugin.compiled, input).await;
     record.fuel_consumed = output.fuel_consumed;
     record.duration_us = output.elapsed.as_micros() as u64;
@@ -58,20 +60,21 @@ pub async fn invoke(
             Err(call_error(error, &plugin.manifest.id))
         }
     };
-    if let Some(metrics) = state.metrics.plugin(&plugin.manifest.id) {
-        let outcome = result.as_ref().err().map(ApiError::code);
-        metrics.record(outcome, output.elapsed, output.fuel_consumed);
-    }
+    let outcome = result.as_ref().err().map(ApiError::code);
+    plugin
+        .metrics
+        .record(outcome, output.elapsed, output.fuel_consumed);
     result
 }
 
 /// Everything a call needs, and its audit record so far.
 pub fn prepare(
     state: &AppState,
-    plugin: &Arc<Plugin>,
+    deployment: &Deployment,
     call: Request,
     customer: Option<&Profile>,
 ) -> (CallInput, InvocationRecord) {
+    let plugin = &deployment.plugin;
     let limits = plugin.limits;
     let now = SystemTime::now();
     let seed = derive_seed(&state.seed_key, &call.request_id);
@@ -101,9 +104,9 @@ pub fn prepare(
             .unwrap_or_default()
             .as_millis() as i64,
         plugin_id: plugin.manifest.id.clone(),
-        plugin_version: plugin.manifest.version.clone(),
+        plugin_version: plugin.version.clone(),
         plugin_digest: plugin.digest.clone(),
-        config_digest: plugin.config_digest.clone(),
+        config_digest: deployment.config_digest.clone(),
         region: call.region.clone(),
         caller_kind,
         caller: caller_name,
@@ -126,7 +129,7 @@ pub fn prepare(
         customer.map(|c| c.customer_number.clone()),
         LedgerSettings {
             now_ms,
-            points_validity_ms: plugin.points_validity_ms,
+            points_validity_ms: deployment.points_validity_ms,
             hold_seconds_max: ledger_config.hold_seconds_max,
             history_limit_max: ledger_config.history_limit_max,
             writes_per_call_max: ledger_config.writes_per_call_max,
@@ -145,7 +148,7 @@ pub fn prepare(
         now,
         seed,
         store,
-        config: plugin.config.clone(),
+        config: deployment.config.clone(),
         limits,
         plugin_id: plugin.id.clone(),
     };

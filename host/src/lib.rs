@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod client;
 pub mod commit;
 pub mod config;
 pub mod db;
@@ -38,8 +39,8 @@ pub struct Services {
     pub db: db::Db,
     /// The WebAssembly engine.
     pub runtime: Arc<runtime::Runtime>,
-    /// The loaded plugins.
-    pub registry: registry::Registry,
+    /// The plugin registry: what each region runs.
+    pub registry: Arc<registry::Registry>,
     /// Customer tokens and pseudonyms.
     pub identity: identity::Identity,
     /// Recently read customer profiles.
@@ -47,7 +48,7 @@ pub struct Services {
     /// The commit writer.
     pub committer: commit::Committer,
     /// Invocation metrics.
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
     /// Key that call seeds are derived with.
     pub seed_key: Vec<u8>,
     /// Whether the token secret is the generated development secret.
@@ -170,16 +171,29 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         )
         .map_err(StartError::Engine)?,
     );
-    // Compiling is CPU work; keep it off the async threads.
-    let registry = {
-        let runtime = runtime.clone();
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || {
-            registry::Registry::load_dir(&runtime, &config, &config.plugins_dir)
-        })
-        .await
-        .expect("plugin loading does not panic")?
-    };
+    let metrics = Arc::new(metrics::Metrics::default());
+    let registry = Arc::new(registry::Registry::new(
+        db.clone(),
+        runtime.clone(),
+        config.clone(),
+        metrics.clone(),
+    ));
+    if config.plugins_dir.as_os_str().is_empty() {
+        registry
+            .reload()
+            .await
+            .map_err(registry::RegistryError::from)?;
+    } else {
+        registry::dev::install(&registry, &config.plugins_dir).await?;
+        registry::dev::watch(
+            &registry,
+            config.plugins_dir.clone(),
+            std::time::Duration::from_millis(config.registry.dev_watch_interval_ms),
+        );
+    }
+    registry.start_polling(std::time::Duration::from_millis(
+        config.registry.poll_interval_ms,
+    ));
     let admin_token = match &config.auth.admin_token {
         Some(token) => token.clone(),
         None => hex::encode(
@@ -195,7 +209,6 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         use sha2::{Digest, Sha256};
         Sha256::digest(admin_token.as_bytes()).into()
     };
-    let metrics = metrics::Metrics::new(registry.iter().map(|p| p.manifest.id.as_str()));
     let customers = identity::customers::Cache::new(
         std::time::Duration::from_millis(config.identity.customer_cache_ms),
         config.identity.customer_cache_entries,

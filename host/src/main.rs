@@ -3,11 +3,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lifecircle::Config;
+use lifecircle::client::{self, EnableArgs, Placement, PluginsCommand, RegionsCommand, Remote};
 use lifecircle::identity::{Customer, is_region};
 
 #[derive(Parser)]
@@ -99,9 +101,61 @@ enum AdminCommand {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Plugin versions on a running host: upload, list, show, approve, reject.
+    Plugins {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// The region tree of a running host: list, put, show.
+    Regions {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: RegionsCommand,
+    },
+    /// Run an approved version in a region (and the regions under it).
+    Enable {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        args: EnableArgs,
+    },
+    /// Switch a plugin off in a region's subtree.
+    Disable {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        placement: Placement,
+    },
+    /// Stop a plugin at once in a region's subtree, whatever is enabled there.
+    Kill {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        placement: Placement,
+        /// Why: other admins read it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a kill.
+    Revive {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        placement: Placement,
+    },
+    /// Restore the version a region ran before its last version change.
+    Rollback {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        placement: Placement,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let mut flags = toml::Table::new();
     if let Some(dir) = &cli.data_dir {
@@ -127,32 +181,62 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), std::env::vars(), flags)?;
     init_tracing(&config.log);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let remote = |remote: Remote, command: client::Command| {
+        Ok(runtime.block_on(client::run(&remote, command)))
+    };
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Serve { .. } => runtime.block_on(serve(config)),
+        Command::Serve { .. } => done(runtime.block_on(serve(config))),
         Command::Token {
             customer,
             region,
             ttl,
-        } => runtime.block_on(token(config, customer, region, ttl)),
-        Command::Admin {
-            command: AdminCommand::CreateToken { role, region, name },
-        } => runtime.block_on(create_token(config, role, region, name)),
-        Command::Admin {
-            command: AdminCommand::ImportCustomers { file, format },
-        } => runtime.block_on(import_customers(config, file, format)),
+        } => done(runtime.block_on(token(config, customer, region, ttl))),
+        Command::Admin { command } => match command {
+            AdminCommand::CreateToken { role, region, name } => {
+                done(runtime.block_on(create_token(config, role, region, name)))
+            }
+            AdminCommand::ImportCustomers { file, format } => {
+                done(runtime.block_on(import_customers(config, file, format)))
+            }
+            AdminCommand::Plugins { remote: r, command } => {
+                remote(r, client::Command::Plugins(command))
+            }
+            AdminCommand::Regions { remote: r, command } => {
+                remote(r, client::Command::Regions(command))
+            }
+            AdminCommand::Enable { remote: r, args } => remote(r, client::Command::Enable(args)),
+            AdminCommand::Disable {
+                remote: r,
+                placement,
+            } => remote(r, client::Command::Disable(placement)),
+            AdminCommand::Kill {
+                remote: r,
+                placement,
+                reason,
+            } => remote(r, client::Command::Kill { placement, reason }),
+            AdminCommand::Revive {
+                remote: r,
+                placement,
+            } => remote(r, client::Command::Revive(placement)),
+            AdminCommand::Rollback {
+                remote: r,
+                placement,
+            } => remote(r, client::Command::Rollback(placement)),
+        },
         Command::Bench {
             seconds,
             connections,
             postgres,
             import_lines,
             ..
-        } => runtime.block_on(lifecircle::bench::run(
+        } => done(runtime.block_on(lifecircle::bench::run(
             config,
             Duration::from_secs(seconds),
             connections,
             postgres,
             import_lines,
-        )),
+        ))),
     }
 }
 
@@ -181,26 +265,41 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }};
     }
     say!("Lifecircle is serving on http://{address}");
-    say!("Plugins:");
-    for plugin in state.registry.iter() {
+    let dev_region = state
+        .config
+        .registry
+        .dev_regions
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "dev".into());
+    let snapshot = state.registry.snapshot();
+    let mut deployments: Vec<_> = snapshot
+        .deployments()
+        .filter(|deployment| deployment.region == dev_region)
+        .collect();
+    deployments.sort_by(|a, b| a.plugin.id.cmp(&b.plugin.id));
+    say!("Plugins enabled in region {dev_region}:");
+    for deployment in &deployments {
+        let plugin = &deployment.plugin;
         say!(
             "  {:<24} {:<10} {}",
             plugin.manifest.id,
-            plugin.manifest.version,
+            plugin.version,
             plugin.manifest.name
         );
     }
-    if state.registry.get("hello").is_some() {
+    if deployments.iter().any(|d| &*d.plugin.id == "hello") {
         let customer = Customer {
             id: "demo-customer".into(),
-            region: "cn".into(),
+            region: dev_region.clone(),
         };
         let minted = state
             .identity
             .mint(&customer, Duration::from_secs(24 * 3600))
             .filter(|_| state.development_secret);
-        let token = minted
-            .unwrap_or_else(|| "$(lifecircle token --customer demo-customer --region cn)".into());
+        let token = minted.unwrap_or_else(|| {
+            format!("$(lifecircle token --customer demo-customer --region {dev_region})")
+        });
         if state.development_secret {
             say!("Admin token (development): {}", state.admin_token);
         }

@@ -53,34 +53,37 @@ impl PluginMetrics {
     }
 }
 
-/// All plugins' metrics.
+/// All plugins' metrics. A plugin's counters are created when a version of it is first
+/// loaded and handed to it, so recording a call takes no lock.
 #[derive(Default)]
 pub struct Metrics {
-    plugins: BTreeMap<String, Arc<PluginMetrics>>,
+    plugins: std::sync::RwLock<BTreeMap<String, Arc<PluginMetrics>>>,
 }
 
 impl Metrics {
-    /// Metrics for these plugin ids.
-    pub fn new<'a>(plugin_ids: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            plugins: plugin_ids
-                .into_iter()
-                .map(|id| (id.to_owned(), Arc::new(PluginMetrics::new())))
-                .collect(),
-        }
-    }
-
-    /// The counters of `plugin_id`.
-    pub fn plugin(&self, plugin_id: &str) -> Option<&Arc<PluginMetrics>> {
-        self.plugins.get(plugin_id)
+    /// The counters of `plugin_id`, created on first use.
+    pub fn plugin(&self, plugin_id: &str) -> Arc<PluginMetrics> {
+        let mut plugins = self
+            .plugins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        plugins
+            .entry(plugin_id.to_owned())
+            .or_insert_with(|| Arc::new(PluginMetrics::new()))
+            .clone()
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let plugins = self
+            .plugins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut out = String::new();
         out.push_str("# HELP lifecircle_invocations_total Plugin invocations by outcome.\n");
         out.push_str("# TYPE lifecircle_invocations_total counter\n");
-        for (plugin, metrics) in &self.plugins {
+        for (plugin, metrics) in &plugins {
             for (index, count) in metrics.outcomes.iter().enumerate() {
                 let count = count.load(Ordering::Relaxed);
                 if count == 0 {
@@ -99,7 +102,7 @@ impl Metrics {
         }
         out.push_str("# HELP lifecircle_invocation_duration_seconds Plugin invocation latency, instantiation included.\n");
         out.push_str("# TYPE lifecircle_invocation_duration_seconds histogram\n");
-        for (plugin, metrics) in &self.plugins {
+        for (plugin, metrics) in &plugins {
             let mut cumulative = 0;
             for (index, count) in metrics.buckets.iter().enumerate() {
                 cumulative += count.load(Ordering::Relaxed);
@@ -123,7 +126,7 @@ impl Metrics {
         }
         out.push_str("# HELP lifecircle_fuel_consumed_total Fuel (instructions) consumed by plugin invocations.\n");
         out.push_str("# TYPE lifecircle_fuel_consumed_total counter\n");
-        for (plugin, metrics) in &self.plugins {
+        for (plugin, metrics) in &plugins {
             let fuel = metrics.fuel_total.load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
@@ -140,8 +143,8 @@ mod tests {
 
     #[test]
     fn render_counts_outcomes_and_fills_buckets_cumulatively() {
-        let metrics = Metrics::new(["hello"]);
-        let hello = metrics.plugin("hello").expect("registered");
+        let metrics = Metrics::default();
+        let hello = metrics.plugin("hello");
         hello.record(None, Duration::from_micros(50), 100);
         hello.record(
             Some(ErrorCode::PluginFuelExhausted),

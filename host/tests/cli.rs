@@ -76,7 +76,7 @@ fn serve_prints_a_banner_and_a_curl_line_that_works_as_printed() {
         banner[0].starts_with("Lifecircle is serving on http://127.0.0.1:"),
         "{banner:?}"
     );
-    assert_eq!(banner[1], "Plugins:");
+    assert_eq!(banner[1], "Plugins enabled in region dev:");
     assert!(
         banner.iter().any(|l| l.trim_start().starts_with("hello ")),
         "{banner:?}"
@@ -284,4 +284,160 @@ fn admin_import_customers_lands_good_lines_reports_bad_ones_and_is_idempotent() 
         (&0.into(), &3.into()),
         "{second}"
     );
+}
+
+/// Runs `lifecircle admin ARGS` against the host at `url` with `token`: exit code, stdout,
+/// stderr.
+fn admin(data: &Path, url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = lifecircle(data)
+        .arg("admin")
+        .args(args)
+        .args(["--url", url])
+        .env("LIFECIRCLE_CLI_TOKEN", token)
+        .output()
+        .expect("lifecircle runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn create_token(data: &Path, role: &str, name: &str) -> String {
+    let output = lifecircle(data)
+        .args(["admin", "create-token", "--role", role, "--name", name])
+        .output()
+        .expect("lifecircle runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A child process killed when the test ends, passed or failed, so no host outlives it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn admin_commands_upload_review_enable_kill_and_roll_back_on_a_running_host() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (child, url) = serve(data.path());
+    let _host = KillOnDrop(child);
+    let ops = create_token(data.path(), "head_office", "ops");
+    let rita = create_token(data.path(), "reviewer", "rita");
+    // A new version of hello: another version and greeting, the same component.
+    let bundle = data.path().join("hello-0.2.0");
+    std::fs::create_dir_all(&bundle).expect("mkdir");
+    let source = reference_plugins().join("hello");
+    std::fs::copy(source.join("plugin.wasm"), bundle.join("plugin.wasm")).expect("copy");
+    let manifest = std::fs::read_to_string(source.join("plugin.toml"))
+        .expect("manifest")
+        .replace("version = \"0.1.0\"", "version = \"0.2.0\"")
+        .replace("greeting = \"Hello\"", "greeting = \"Hi\"");
+    std::fs::write(bundle.join("plugin.toml"), manifest).expect("write");
+    let dir = bundle.to_str().expect("utf-8 path");
+    let data = data.path();
+
+    let (code, out, err) = admin(data, &url, &ops, &["plugins", "upload", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("PLUGIN  VERSION  STATUS"), "{out}");
+    assert!(
+        lines[1].starts_with("hello   0.2.0    submitted  ops"),
+        "{out}"
+    );
+    assert!(
+        out.contains("identity fields: [\"tier\",\"tags\"]"),
+        "{out}"
+    );
+
+    let (code, _, err) = admin(data, &url, &ops, &["plugins", "approve", "hello", "0.2.0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: review_own_upload: "), "{err}");
+    let approve = [
+        "plugins",
+        "approve",
+        "hello",
+        "0.2.0",
+        "--grant-identity-field",
+        "tier",
+    ];
+    let (code, out, err) = admin(data, &url, &rita, &approve);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("approved") && out.contains("rita"), "{out}");
+
+    let (code, out, err) = admin(
+        data,
+        &url,
+        &ops,
+        &["regions", "put", "cn", "--display-name", "China"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().nth(1).is_some_and(|l| l.starts_with("cn ")),
+        "{out}"
+    );
+    let enable = [
+        "enable",
+        "hello",
+        "--region",
+        "cn",
+        "--version",
+        "0.2.0",
+        "--settings",
+        r#"{"greeting": "Hi there"}"#,
+    ];
+    let (code, out, err) = admin(data, &url, &ops, &enable);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "hello in cn: enabled, version 0.2.0 (revision 1; before: -)"
+    );
+    let (_, out, _) = admin(data, &url, &ops, &["regions", "show", "cn"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hello ") && l.contains("running") && l.contains("0.2.0")),
+        "{out}"
+    );
+
+    let (code, out, err) = admin(
+        data,
+        &url,
+        &ops,
+        &["kill", "hello", "--region", "cn", "--reason", "incident 42"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "killed hello in cn and below: incident 42");
+    let (_, out, _) = admin(data, &url, &ops, &["regions", "show", "cn"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("hello ") && l.contains("killed") && l.contains("incident 42")),
+        "{out}"
+    );
+    let (code, out, err) = admin(data, &url, &ops, &["revive", "hello", "--region", "cn"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("revived hello in cn"), "{out}");
+    let (code, _, err) = admin(data, &url, &ops, &["rollback", "hello", "--region", "cn"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("error: rollback_unavailable: "), "{err}");
+
+    let (code, out, _) = admin(data, &url, &ops, &["plugins", "list", "--json"]);
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(
+        listed["versions"].as_array().map(Vec::len),
+        Some(3),
+        "{out}"
+    );
+
+    let (code, _, err) = admin(data, &url, "not-a-token", &["regions", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("admin_token_invalid"), "{err}");
+    let (code, _, err) = admin(data, "http://127.0.0.1:9", &ops, &["regions", "list"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("cannot reach the host"), "{err}");
 }

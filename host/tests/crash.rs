@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 16;
-const REGION: &str = "cn-fj";
+const REGION: &str = "dev";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -9,4 +9,5 @@ mod identity;
 mod ledger;
 mod loading;
 mod points;
+mod registry;
 mod store;

@@ -300,19 +300,22 @@ impl Bundle {
 }
 
 /// A configuration for a test host: temporary data, the shared compiled-plugin cache, and a
-/// plugin directory holding `bundles`.
+/// plugin directory holding `bundles`, enabled in region `cn` (and so its whole subtree).
 pub fn test_config(data: &Path, bundles: &[Bundle]) -> Config {
     let plugins_dir = data.join("plugins");
     std::fs::create_dir_all(&plugins_dir).expect("create plugins dir");
     for bundle in bundles {
         bundle.install(&plugins_dir);
     }
-    Config {
+    let mut config = Config {
         data_dir: data.join("data"),
         plugins_dir,
         cache_dir: Some(repo_root().join("target/lifecircle-test-cache")),
         ..Config::default()
-    }
+    };
+    // The tests' customers live under `cn`: development mode enables the bundles there.
+    config.registry.dev_regions = vec!["cn".into()];
+    config
 }
 
 /// A running host.
@@ -342,6 +345,22 @@ pub struct Reply {
 }
 
 impl Reply {
+    async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response.bytes().await.expect("body");
+        Reply {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            request_id,
+        }
+    }
+
     /// The `code` of an error body.
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
@@ -468,19 +487,36 @@ impl TestHost {
                 .body(body);
         }
         let response = request.send().await.expect("the host answers");
-        let status = response.status().as_u16();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let bytes = response.bytes().await.expect("body");
-        Reply {
-            status,
-            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            request_id,
-        }
+        Reply::read(response).await
+    }
+
+    /// Uploads a bundle to `path` (`/admin/v1/plugins` or `/partner/v1/plugins`) as the
+    /// upload endpoints take it.
+    pub async fn upload(&self, path: &str, token: &str, manifest: &str, component: &[u8]) -> Reply {
+        let (content_type, body) = lifecircle::registry::upload_form(manifest, component);
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("the host answers");
+        Reply::read(response).await
+    }
+
+    /// Starts another host on this host's database, as a second replica behind the same load
+    /// balancer would run: its own engine, registry and poller, no development bundles.
+    pub async fn start_replica(&self) -> TestHost {
+        let mut config = self.state.config.clone();
+        config.plugins_dir = PathBuf::new();
+        Self::start_in(Kept {
+            dir: tempfile::tempdir().expect("tempdir"),
+            config,
+            schema: None,
+        })
+        .await
     }
 
     /// The single integer `sql` selects (a `COUNT(*)`), read from the host's database.

@@ -107,6 +107,16 @@ impl Admin {
     pub fn may_write(&self, region: Option<&str>) -> Result<(), ApiError> {
         self.0.may_write(region).map_err(forbidden)
     }
+
+    /// 403 unless the admin may upload plugin versions.
+    pub fn may_upload(&self) -> Result<(), ApiError> {
+        self.0.may_upload().map_err(forbidden)
+    }
+
+    /// 403 unless the admin may review plugin versions.
+    pub fn may_review(&self) -> Result<(), ApiError> {
+        self.0.may_review().map_err(forbidden)
+    }
 }
 
 fn forbidden(Forbidden(message): Forbidden) -> ApiError {

@@ -21,7 +21,7 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     connection.conn().ping().await.map_err(ApiError::internal)?;
     Ok(Json(
-        json!({"status": "ok", "plugins": state.registry.iter().count()}),
+        json!({"status": "ok", "deployments": state.registry.snapshot().deployments().count()}),
     ))
 }
 

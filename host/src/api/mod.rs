@@ -8,7 +8,9 @@ mod auth;
 mod body;
 mod health;
 mod partner;
+mod plugins;
 mod points;
+mod regions;
 mod scenarios;
 
 use axum::Router;
@@ -33,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .merge(points::router())
         .merge(admin::router())
         .merge(partner::router())
+        .merge(plugins::router())
+        .merge(regions::router())
         .merge(health::router())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -10,12 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::body::read_json_text;
 use super::{AuthenticatedCustomer, current_request_id, idempotency_key};
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::identity::customers::Profile;
 use crate::invocation;
+use crate::registry::{Deployment, Lookup, Translation};
 use crate::runtime::{Caller, Request};
 
 /// Longest accepted action name.
@@ -34,20 +38,35 @@ struct ScenarioSummary<'a> {
     version: &'a str,
     name: &'a str,
     description: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icon: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
+    /// Name and description in other languages, by language tag.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    translations: &'a BTreeMap<String, Translation>,
 }
 
+/// The scenarios enabled for the caller's region, tier and tags at this moment.
 async fn list(
     State(state): State<AppState>,
-    AuthenticatedCustomer(_customer): AuthenticatedCustomer,
+    AuthenticatedCustomer(customer): AuthenticatedCustomer,
 ) -> impl IntoResponse {
-    let scenarios: Vec<ScenarioSummary> = state
-        .registry
+    let snapshot = state.registry.snapshot();
+    let available = snapshot.available(&customer, state.registry.clock.now_ms());
+    let scenarios: Vec<ScenarioSummary> = available
         .iter()
-        .map(|plugin| ScenarioSummary {
-            id: &plugin.manifest.id,
-            version: &plugin.manifest.version,
-            name: &plugin.manifest.name,
-            description: &plugin.manifest.description,
+        .map(|deployment| {
+            let manifest = &deployment.plugin.manifest;
+            ScenarioSummary {
+                id: &manifest.id,
+                version: &deployment.plugin.version,
+                name: &manifest.name,
+                description: &manifest.description,
+                icon: manifest.icon.as_deref(),
+                category: manifest.category.as_deref(),
+                translations: &manifest.translations,
+            }
         })
         .collect();
     Json(serde_json::json!({ "scenarios": scenarios })).into_response()
@@ -86,11 +105,11 @@ pub struct Target<'a> {
     /// The region whose data and budget the call uses.
     pub region: String,
     /// The calling customer's profile, for a customer's call (its ledger and `identity`).
-    pub customer: Option<&'a crate::identity::customers::Profile>,
+    pub customer: Option<&'a Profile>,
 }
 
-/// Runs `target` with a JSON `body`: the plugin must be loaded, the action well-formed, the
-/// body within the plugin's limit.
+/// Runs `target` with a JSON `body`: the plugin must be enabled for the caller, the action
+/// well-formed, the body within the plugin's limit.
 pub async fn run(
     state: &AppState,
     target: Target<'_>,
@@ -104,12 +123,8 @@ pub async fn run(
         region,
         customer,
     } = target;
-    let plugin = state.registry.get(&plugin_id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::PluginNotFound,
-            format!("no scenario {plugin_id:?} is available to you"),
-        )
-    })?;
+    let deployment = deployment(state, &plugin_id, &region, customer)?;
+    let plugin = &deployment.plugin;
     if action.is_empty()
         || action.len() > ACTION_BYTES_MAX
         || !action
@@ -136,7 +151,7 @@ pub async fn run(
         })?;
     let response = invocation::invoke(
         state,
-        &plugin,
+        &deployment,
         Request {
             action,
             body,
@@ -149,4 +164,32 @@ pub async fn run(
     )
     .await?;
     Ok(([(CONTENT_TYPE, "application/json")], response).into_response())
+}
+
+/// What the caller's region runs of `plugin_id`, if the caller may use it now: 404 when it is
+/// not enabled for the caller (whether it exists elsewhere is not said), 503 when a kill switch
+/// stops it.
+fn deployment(
+    state: &AppState,
+    plugin_id: &str,
+    region: &str,
+    customer: Option<&Profile>,
+) -> Result<Arc<Deployment>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::PluginNotFound,
+            format!("no scenario {plugin_id:?} is available to you"),
+        )
+    };
+    let now_ms = state.registry.clock.now_ms();
+    match state.registry.snapshot().lookup(plugin_id, region) {
+        Lookup::Found(deployment) if deployment.admits(customer, now_ms) => Ok(deployment),
+        Lookup::Killed { deployment, .. } if deployment.admits(customer, now_ms) => {
+            Err(ApiError::new(
+                ErrorCode::PluginKilled,
+                format!("the bank has stopped scenario {plugin_id:?} for now; try again later"),
+            ))
+        }
+        Lookup::Found(_) | Lookup::Killed { .. } | Lookup::Missing => Err(not_found()),
+    }
 }

@@ -6,6 +6,9 @@
 //! | `head_office` | everything | everything |
 //! | `branch_admin` | its region and the regions under it | the same |
 //! | `reviewer` | everything, or its region's subtree if it has one | reviews plugins only |
+//!
+//! Plugin versions belong to no region: `head_office` and `branch_admin` upload them,
+//! `head_office` and `reviewer` review them, and nobody reviews their own upload.
 //! | `viewer` | everything, or its region's subtree if it has one | nothing |
 
 use serde::{Deserialize, Serialize};
@@ -110,6 +113,30 @@ impl Admin {
             })),
             Role::Reviewer | Role::Viewer => Err(Forbidden(format!(
                 "{} may not change anything here; ask a branch admin or head office",
+                self.describe()
+            ))),
+        }
+    }
+}
+
+impl Admin {
+    /// Whether the admin may upload plugin versions.
+    pub fn may_upload(&self) -> Result<(), Forbidden> {
+        match self.role {
+            Role::HeadOffice | Role::BranchAdmin => Ok(()),
+            Role::Reviewer | Role::Viewer => Err(Forbidden(format!(
+                "{} may not upload plugins; ask a branch admin or head office",
+                self.describe()
+            ))),
+        }
+    }
+
+    /// Whether the admin may approve or reject plugin versions.
+    pub fn may_review(&self) -> Result<(), Forbidden> {
+        match self.role {
+            Role::HeadOffice | Role::Reviewer => Ok(()),
+            Role::BranchAdmin | Role::Viewer => Err(Forbidden(format!(
+                "{} may not review plugins; ask a reviewer or head office",
                 self.describe()
             ))),
         }
@@ -236,6 +263,10 @@ mod tests {
         assert!(viewer.may_read(Some("cn-fj-xm")).is_ok());
         assert!(viewer.may_read(Some("cn-gd")).is_err());
         assert!(viewer.may_write(Some("cn-fj")).is_err());
+        assert!(head.may_upload().is_ok() && branch.may_upload().is_ok());
+        assert!(reviewer.may_upload().is_err() && viewer.may_upload().is_err());
+        assert!(head.may_review().is_ok() && reviewer.may_review().is_ok());
+        assert!(branch.may_review().is_err() && viewer.may_review().is_err());
     }
 
     #[test]

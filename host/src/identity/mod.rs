@@ -161,14 +161,17 @@ pub(crate) fn secret_digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Whether `region` is a valid region code: 1 to 64 lowercase letters, digits or `-`. Regions
-/// form a tree by name: `cn-fj-xm` is under `cn-fj`, which is under `cn`.
+/// Whether `region` is a valid region name: parts of lowercase letters and digits joined by
+/// `-`, at most 64 bytes. Regions form a tree by name: `cn-fj-xm` is under `cn-fj`, which is
+/// under `cn`.
 pub fn is_region(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    region.len() <= 64
+        && region.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// Whether `region` is `scope` or a region under it (`cn-fj-xm` is under `cn-fj` and `cn`).
