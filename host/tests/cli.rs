@@ -441,3 +441,72 @@ fn admin_commands_upload_review_enable_kill_and_roll_back_on_a_running_host() {
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("cannot reach the host"), "{err}");
 }
+
+/// `curl -s -X method url` with `token` and a JSON body: the answer's JSON.
+fn curl_json(method: &str, url: &str, token: &str, body: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-s", "-X", method, url])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json", "-d", body])
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_change_made_through_one_host_process_reaches_another_on_the_same_database() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (first, first_url) = serve(data.path());
+    let _first = KillOnDrop(first);
+    let (second, second_url) = serve(data.path());
+    let _second = KillOnDrop(second);
+    let data = data.path();
+    let ops = create_token(data, "head_office", "ops");
+    let output = lifecircle(data)
+        .args(["token", "--customer", "c1", "--region", "dev"])
+        .output()
+        .expect("lifecircle runs");
+    let customer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let greet = format!("{second_url}/v1/scenarios/hello/greet");
+    // What the second host answers once it shows `expected`, polling for up to ten seconds
+    // (hosts poll every 250 ms; the bound only stops a broken host from hanging the test).
+    let eventually = |expected: &str| {
+        let mut last = serde_json::Value::Null;
+        for _ in 0..200 {
+            last = curl_json("POST", &greet, &customer, "{}");
+            let seen = last["message"].as_str().or(last["code"].as_str());
+            if seen.is_some_and(|s| s.starts_with(expected)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last
+    };
+    assert!(eventually("Hello")["message"].is_string());
+
+    let settings = r#"{"greeting": "Hei"}"#;
+    let enable = [
+        "enable",
+        "hello",
+        "--region",
+        "dev",
+        "--version",
+        "0.1.0",
+        "--settings",
+        settings,
+    ];
+    let (code, _, err) = admin(data, &first_url, &ops, &enable);
+    assert_eq!(code, 0, "{err}");
+    let answer = eventually("Hei");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Hei, ")),
+        "{answer}"
+    );
+
+    let kill = ["kill", "hello", "--region", "dev", "--reason", "incident"];
+    let (code, _, err) = admin(data, &first_url, &ops, &kill);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(eventually("plugin_killed")["code"], "plugin_killed");
+}
