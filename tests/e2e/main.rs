@@ -8,6 +8,7 @@ mod hostile;
 mod identity;
 mod ledger;
 mod loading;
+mod openapi;
 mod points;
 mod registry;
 mod store;

@@ -10,12 +10,11 @@
 //!   `POST /admin/v1/partners/{id}/keys` issues it an API key (shown once). Head office only:
 //!   partners are not tied to one region.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
@@ -30,31 +29,21 @@ use crate::identity::is_region;
 use crate::identity::partners::{self, Partner};
 use crate::ledger::{self, ADMIN_SCOPE, BudgetReport, LedgerError, Operation, Request};
 use crate::registry::is_plugin_id;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The admin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/v1/budgets/{plugin}/{region}",
-            get(report).post(fund),
-        )
-        .route("/admin/v1/customers:import", post(import))
-        .route(
-            "/admin/v1/customers/{customer}",
-            get(customer).patch(update_customer),
-        )
-        .route("/admin/v1/audit", get(audit))
-        .route(
-            "/admin/v1/partners/{partner}",
-            get(partner).put(put_partner),
-        )
-        .route(
-            "/admin/v1/partners/{partner}/keys",
-            post(create_partner_key),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(report, fund))
+        .routes(routes!(import))
+        .routes(routes!(customer, update_customer))
+        .routes(routes!(audit))
+        .routes(routes!(partner, put_partner))
+        .routes(routes!(create_partner_key))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FundBody {
     /// Points to move from the issuer into the budget.
@@ -80,6 +69,15 @@ fn checked_path(plugin: &str, region: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/budgets/{plugin}/{region}",
+    tag = "admin",
+    params(("plugin" = String, Path, description = "The plugin id"), ("region" = String, Path, description = "The region, such as cn-fj-xm"), ("Idempotency-Key" = String, Header, description = "Funds once per key")),
+    request_body = FundBody,
+    responses((status = 200, description = "The posting and the budget after"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 409, description = "Conflict")),
+    security(("admin_token" = []))
+)]
 async fn fund(
     State(state): State<AppState>,
     admin: Admin,
@@ -150,6 +148,14 @@ async fn fund(
     Ok(Json(Funded { posting, budget }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/budgets/{plugin}/{region}",
+    tag = "admin",
+    params(("plugin" = String, Path, description = "The plugin id"), ("region" = String, Path, description = "The region, such as cn-fj-xm")),
+    responses((status = 200, description = "Funded, awarded, spent back and remaining"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it")),
+    security(("admin_token" = []))
+)]
 async fn report(
     State(state): State<AppState>,
     admin: Admin,
@@ -172,6 +178,15 @@ struct ImportQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/customers:import",
+    tag = "admin",
+    params(("format" = Option<String>, Query, description = "jsonl or csv (default: from the Content-Type)")),
+    request_body(content_type = "application/x-ndjson", description = "One customer per line (JSON Lines, or CSV with text/csv)"),
+    responses((status = 200, description = "Counts of inserted, updated, unchanged and rejected lines, with the first errors"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it")),
+    security(("admin_token" = []))
+)]
 /// Streams the body into the importer: constant memory, whatever the file's length.
 async fn import(
     State(state): State<AppState>,
@@ -260,6 +275,14 @@ async fn load_customer(conn: &mut crate::db::Conn<'_>, number: &str) -> Result<P
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/customers/{customer}",
+    tag = "admin",
+    params(("customer" = String, Path, description = "The bank's customer number")),
+    responses((status = 200, description = "The customer and the latest tag changes"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn customer(
     State(state): State<AppState>,
     admin: Admin,
@@ -279,15 +302,26 @@ async fn customer(
 }
 
 /// Fields to change; the others stay.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CustomerPatch {
     region: Option<String>,
     tier: Option<String>,
     tags: Option<Vec<String>>,
+    /// `active` or `frozen`.
+    #[schema(value_type = Option<String>)]
     status: Option<Status>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/admin/v1/customers/{customer}",
+    tag = "admin",
+    params(("customer" = String, Path, description = "The bank's customer number")),
+    request_body = CustomerPatch,
+    responses((status = 200, description = "The customer after the change"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn update_customer(
     State(state): State<AppState>,
     admin: Admin,
@@ -376,6 +410,14 @@ struct AuditPage {
 /// Entries per audit page at most.
 const AUDIT_PAGE_MAX: u32 = 100;
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/audit",
+    tag = "admin",
+    params(("cursor" = Option<String>, Query, description = "The next_cursor of the previous page"), ("limit" = Option<u32>, Query, description = "Entries per page (at most 100)")),
+    responses((status = 200, description = "Admin changes, newest first"), (status = 401, description = "No valid credential")),
+    security(("admin_token" = []))
+)]
 async fn audit(
     State(state): State<AppState>,
     admin: Admin,
@@ -416,6 +458,14 @@ async fn load_partner(conn: &mut crate::db::Conn<'_>, id: &str) -> Result<Partne
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/partners/{partner}",
+    tag = "admin",
+    params(("partner" = String, Path, description = "The partner id")),
+    responses((status = 200, description = "The partner and the plugins it may call"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn partner(
     State(state): State<AppState>,
     admin: Admin,
@@ -426,13 +476,22 @@ async fn partner(
     Ok(Json(load_partner(&mut connection.conn(), &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PartnerBody {
     name: String,
     plugins: Vec<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/partners/{partner}",
+    tag = "admin",
+    params(("partner" = String, Path, description = "The partner id")),
+    request_body = PartnerBody,
+    responses((status = 200, description = "The partner"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it")),
+    security(("admin_token" = []))
+)]
 async fn put_partner(
     State(state): State<AppState>,
     admin: Admin,
@@ -475,7 +534,7 @@ async fn put_partner(
     Ok(Json(after))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
     /// A name for the key (which till or system uses it).
@@ -490,6 +549,15 @@ struct IssuedKey {
     key: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/partners/{partner}/keys",
+    tag = "admin",
+    params(("partner" = String, Path, description = "The partner id")),
+    request_body = KeyBody,
+    responses((status = 200, description = "The new key, shown this once"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn create_partner_key(
     State(state): State<AppState>,
     admin: Admin,

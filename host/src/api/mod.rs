@@ -13,12 +13,18 @@ mod points;
 mod regions;
 mod scenarios;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::Request;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::get;
 use tracing::Instrument;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode, REQUEST_ID};
@@ -28,9 +34,31 @@ pub use auth::{Admin, AuthenticatedCustomer};
 /// The response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The whole API.
+/// The whole API, and its OpenAPI document at `/openapi.json`. Every route is registered
+/// with its `#[utoipa::path]` description through `routes!`, so the document lists exactly
+/// the routes the router serves.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let (router, document) = openapi_router().split_for_parts();
+    let document: Arc<str> = Arc::from(document.to_json().unwrap_or_default());
+    router
+        .route(
+            OPENAPI_PATH,
+            get(
+                move || async move { ([(CONTENT_TYPE, "application/json")], document.to_string()) },
+            ),
+        )
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Every route with its OpenAPI description.
+fn openapi_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(Document::openapi())
         .merge(scenarios::router())
         .merge(points::router())
         .merge(admin::router())
@@ -38,10 +66,63 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::router())
         .merge(regions::router())
         .merge(health::router())
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+}
+
+/// The OpenAPI document of the customer (`/v1`), partner (`/partner/v1`) and admin
+/// (`/admin/v1`) APIs.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi_router().into_openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Lifecircle",
+        description = "Runs partners' life-scenario plugins for mobile banking. Every error is \
+                       `{\"code\", \"message\", \"request_id\"}` with a stable snake_case code."
+    ),
+    modifiers(&Credentials),
+    tags(
+        (name = "customer", description = "Mobile banking, with a customer token (JWT)"),
+        (name = "partner", description = "Merchant and biller systems, with a partner API key"),
+        (name = "admin", description = "Bank admins, with an admin token"),
+        (name = "operations", description = "Health and metrics")
+    )
+)]
+struct Document;
+
+/// The three bearer credentials the API takes.
+struct Credentials;
+
+impl utoipa::Modify for Credentials {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, format, description) in [
+            (
+                "customer_token",
+                "JWT",
+                "A customer token minted by mobile banking",
+            ),
+            (
+                "admin_token",
+                "opaque",
+                "An admin API token with a role and region scope",
+            ),
+            (
+                "partner_key",
+                "opaque",
+                "A partner API key issued by the bank",
+            ),
+        ] {
+            let scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format(format)
+                .description(Some(description))
+                .build();
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
+    }
 }
 
 /// Gives every request an id: in the response header, in every error body, in its span.
@@ -103,4 +184,27 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
         return Err(invalid());
     }
     Ok(Some(key.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A route registered with axum's own `route` would be served without being in the
+    /// OpenAPI document; only the document's own route is.
+    #[test]
+    fn every_route_is_registered_with_its_openapi_description() {
+        let plain_route = concat!(".ro", "ute(");
+        let sources = [
+            ("admin.rs", include_str!("admin.rs")),
+            ("health.rs", include_str!("health.rs")),
+            ("partner.rs", include_str!("partner.rs")),
+            ("plugins.rs", include_str!("plugins.rs")),
+            ("points.rs", include_str!("points.rs")),
+            ("regions.rs", include_str!("regions.rs")),
+            ("scenarios.rs", include_str!("scenarios.rs")),
+        ];
+        for (name, source) in sources {
+            assert_eq!(source.matches(plain_route).count(), 0, "{name}");
+        }
+        assert_eq!(include_str!("mod.rs").matches(plain_route).count(), 1);
+    }
 }

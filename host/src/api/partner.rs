@@ -2,14 +2,12 @@
 //! one of the partner's own plugins (a merchant till redeeming a coupon, a biller confirming a
 //! payment) with a partner caller, authenticated by the partner's API key.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::post;
 use serde::Deserialize;
 
 use super::auth::bearer;
@@ -19,10 +17,12 @@ use crate::error::{ApiError, ErrorCode};
 use crate::identity::is_region;
 use crate::identity::partners::{self, Partner};
 use crate::runtime::Caller;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The partner routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/partner/v1/scenarios/{plugin}/{action}", post(call))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(call))
 }
 
 /// The partner a request's API key belongs to.
@@ -56,6 +56,16 @@ struct RegionQuery {
     region: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "partner_call_scenario",
+    path = "/partner/v1/scenarios/{plugin}/{action}",
+    tag = "partner",
+    params(("plugin" = String, Path, description = "The plugin id"), ("action" = String, Path, description = "The plugin's action"), ("region" = String, Query, description = "The region whose data the call uses")),
+    request_body(content = serde_json::Value, description = "The action's JSON input", content_type = "application/json"),
+    responses((status = 200, description = "The plugin's JSON answer"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "Not the partner's plugin"), (status = 404, description = "Not found"), (status = 503, description = "The plugin is killed")),
+    security(("partner_key" = []))
+)]
 async fn call(
     State(state): State<AppState>,
     AuthenticatedPartner(partner): AuthenticatedPartner,

@@ -12,11 +12,10 @@
 //!   {"identity_fields": [...]}}`) and `.../reject` (`{"reason"}`): `reviewer` or
 //!   `head_office`, never the uploader.
 
+use axum::Json;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
@@ -28,28 +27,30 @@ use crate::error::{ApiError, ErrorCode};
 use crate::ledger;
 use crate::registry::catalog::{self, CatalogError, Grants, Review, Stored, VersionRecord};
 use crate::registry::is_plugin_id;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The plugin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/admin/v1/plugins",
-            // Uploads bound each field themselves (registry.*_bytes_max).
-            get(list).post(upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/partner/v1/plugins",
-            post(partner_upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/admin/v1/plugins/{plugin}/versions/{version}", get(show))
-        .route(
-            "/admin/v1/plugins/{plugin}/versions/{version}/approve",
-            post(approve),
-        )
-        .route(
-            "/admin/v1/plugins/{plugin}/versions/{version}/reject",
-            post(reject),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    // Uploads bound each field themselves (registry.*_bytes_max), not by the body limit.
+    let (schemas, paths, upload_routes) = routes!(list, upload);
+    let uploads = (
+        schemas,
+        paths,
+        upload_routes.layer(DefaultBodyLimit::disable()),
+    );
+    let (schemas, paths, partner_routes) = routes!(partner_upload);
+    let partner_uploads = (
+        schemas,
+        paths,
+        partner_routes.layer(DefaultBodyLimit::disable()),
+    );
+    OpenApiRouter::new()
+        .routes(uploads)
+        .routes(partner_uploads)
+        .routes(routes!(show))
+        .routes(routes!(approve))
+        .routes(routes!(reject))
 }
 
 /// A version as admins see it: the record and what the manifest requests.
@@ -203,6 +204,15 @@ async fn store_upload(
     Ok((status, Json(record.into())))
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "upload_plugin_version",
+    path = "/admin/v1/plugins",
+    tag = "admin",
+    request_body(content_type = "multipart/form-data", description = "Fields `manifest` (plugin.toml) and `component` (the .wasm file)"),
+    responses((status = 200, description = "The version already stored (201: stored now, submitted for review)"), (status = 400, description = "The bundle failed a check; the message names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 409, description = "The same id and version exist with other content")),
+    security(("admin_token" = []))
+)]
 async fn upload(
     State(state): State<AppState>,
     admin: Admin,
@@ -212,6 +222,14 @@ async fn upload(
     store_upload(&state, multipart, &admin.0.name, |_| Ok(())).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/partner/v1/plugins",
+    tag = "partner",
+    request_body(content_type = "multipart/form-data", description = "Fields `manifest` (plugin.toml) and `component` (the .wasm file)"),
+    responses((status = 200, description = "The version already stored (201: stored now, submitted for review)"), (status = 400, description = "The bundle failed a check; the message names it"), (status = 401, description = "No valid credential"), (status = 403, description = "Not the partner's plugin id"), (status = 409, description = "The same id and version exist with other content")),
+    security(("partner_key" = []))
+)]
 async fn partner_upload(
     State(state): State<AppState>,
     AuthenticatedPartner(partner): AuthenticatedPartner,
@@ -251,6 +269,15 @@ struct VersionList {
     versions: Vec<VersionView>,
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "list_plugin_versions",
+    path = "/admin/v1/plugins",
+    tag = "admin",
+    params(("plugin" = Option<String>, Query, description = "Only this plugin's versions")),
+    responses((status = 200, description = "Versions, newest first"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it")),
+    security(("admin_token" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     admin: Admin,
@@ -274,6 +301,14 @@ async fn list(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/plugins/{plugin}/versions/{version}",
+    tag = "admin",
+    params(("plugin" = String, Path, description = "The plugin id"), ("version" = String, Path, description = "The version")),
+    responses((status = 200, description = "The version and what it requests"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn show(
     State(state): State<AppState>,
     admin: Admin,
@@ -293,7 +328,7 @@ async fn show(
     Ok(Json(record.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
     /// Why it is approved (kept with the review).
@@ -304,13 +339,22 @@ struct ApproveBody {
     grants: Grants,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RejectBody {
     /// Why: the partner reads it.
     reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/plugins/{plugin}/versions/{version}/approve",
+    tag = "admin",
+    params(("plugin" = String, Path, description = "The plugin id"), ("version" = String, Path, description = "The version")),
+    request_body = ApproveBody,
+    responses((status = 200, description = "The approved version"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "Not a reviewer, or the reviewer uploaded it"), (status = 404, description = "Not found"), (status = 409, description = "Already reviewed")),
+    security(("admin_token" = []))
+)]
 async fn approve(
     State(state): State<AppState>,
     admin: Admin,
@@ -327,6 +371,15 @@ async fn approve(
     decide(&state, &admin, &plugin, &version, decision).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/plugins/{plugin}/versions/{version}/reject",
+    tag = "admin",
+    params(("plugin" = String, Path, description = "The plugin id"), ("version" = String, Path, description = "The version")),
+    request_body = RejectBody,
+    responses((status = 200, description = "The rejected version"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "Not a reviewer, or the reviewer uploaded it"), (status = 404, description = "Not found"), (status = 409, description = "Already reviewed")),
+    security(("admin_token" = []))
+)]
 async fn reject(
     State(state): State<AppState>,
     admin: Admin,

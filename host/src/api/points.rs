@@ -1,21 +1,22 @@
 //! The customer's points: `GET /v1/points` (balance, what expires when) and
 //! `GET /v1/points/history?cursor=&limit=` (newest first, paged).
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AuthenticatedCustomer;
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::ledger::{self, Account};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The points routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/points", get(balance))
-        .route("/v1/points/history", get(history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(balance))
+        .routes(routes!(history))
 }
 
 #[derive(Serialize)]
@@ -32,6 +33,13 @@ struct BalanceBody {
     expiring: Vec<Lot>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/points",
+    tag = "customer",
+    responses((status = 200, description = "Balance, available and held points, and the lots by expiry"), (status = 401, description = "No valid credential")),
+    security(("customer_token" = []))
+)]
 async fn balance(
     State(state): State<AppState>,
     AuthenticatedCustomer(customer): AuthenticatedCustomer,
@@ -83,6 +91,14 @@ struct HistoryBody {
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/points/history",
+    tag = "customer",
+    params(("cursor" = Option<String>, Query, description = "The next_cursor of the previous page")),
+    responses((status = 200, description = "One page of postings, newest first"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential")),
+    security(("customer_token" = []))
+)]
 async fn history(
     State(state): State<AppState>,
     AuthenticatedCustomer(customer): AuthenticatedCustomer,

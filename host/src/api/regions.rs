@@ -17,9 +17,8 @@
 //! registry generation, and takes effect on this host when it answers and on every other host
 //! within `registry.poll_interval_ms`.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -34,25 +33,18 @@ use crate::ledger;
 use crate::registry::enablement::{self, Change, EnableError, Enablement, Kill, Setting};
 use crate::registry::regions::{self, Region, RegionError};
 use crate::registry::{Lookup, is_plugin_id};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The region routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/v1/regions", get(list_regions))
-        .route("/admin/v1/regions/{region}", put(put_region))
-        .route("/admin/v1/regions/{region}/plugins", get(region_plugins))
-        .route(
-            "/admin/v1/regions/{region}/plugins/{plugin}",
-            get(get_row).put(put_row).delete(delete_row),
-        )
-        .route(
-            "/admin/v1/regions/{region}/plugins/{plugin}/kill",
-            post(kill).delete(revive),
-        )
-        .route(
-            "/admin/v1/regions/{region}/plugins/{plugin}/rollback",
-            post(rollback),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_regions))
+        .routes(routes!(put_region))
+        .routes(routes!(region_plugins))
+        .routes(routes!(get_row, put_row, delete_row))
+        .routes(routes!(kill, revive))
+        .routes(routes!(rollback))
 }
 
 fn bad_path(message: &str) -> ApiError {
@@ -137,6 +129,13 @@ struct RegionList {
     regions: Vec<Region>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/regions",
+    tag = "admin",
+    responses((status = 200, description = "The regions the admin may read"), (status = 401, description = "No valid credential")),
+    security(("admin_token" = []))
+)]
 async fn list_regions(
     State(state): State<AppState>,
     admin: Admin,
@@ -152,12 +151,21 @@ async fn list_regions(
     Ok(Json(RegionList { regions }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegionBody {
     display_name: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/regions/{region}",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm")),
+    request_body = RegionBody,
+    responses((status = 200, description = "The region"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "The parent region does not exist")),
+    security(("admin_token" = []))
+)]
 async fn put_region(
     State(state): State<AppState>,
     admin: Admin,
@@ -222,6 +230,14 @@ struct RegionPlugins {
     effective: Vec<Effective>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/regions/{region}/plugins",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm")),
+    responses((status = 200, description = "The region's own rows, kills, and what it runs in effect"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it")),
+    security(("admin_token" = []))
+)]
 async fn region_plugins(
     State(state): State<AppState>,
     admin: Admin,
@@ -276,6 +292,14 @@ fn row_not_found(region: &str, plugin: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    responses((status = 200, description = "The region's row for the plugin"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn get_row(
     State(state): State<AppState>,
     admin: Admin,
@@ -292,7 +316,7 @@ async fn get_row(
 }
 
 /// What a region runs of a plugin.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RowBody {
     /// The version (needed when enabled).
@@ -301,8 +325,11 @@ struct RowBody {
     /// On (default) or off.
     #[serde(default = "enabled_by_default")]
     enabled: bool,
+    /// The region's settings, checked against the manifest's `config_schema`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     config: Map<String, Value>,
+    /// Only customers of these tiers (empty: all).
     #[serde(default)]
     tiers: Vec<String>,
     #[serde(default)]
@@ -326,6 +353,15 @@ struct RowChange {
     after: Enablement,
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    request_body = RowBody,
+    responses((status = 200, description = "The row before and after"), (status = 400, description = "The settings do not fit; the message names the path"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found"), (status = 409, description = "The version is not approved")),
+    security(("admin_token" = []))
+)]
 async fn put_row(
     State(state): State<AppState>,
     admin: Admin,
@@ -395,6 +431,14 @@ async fn put_row(
     Ok(Json(RowChange { before, after }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    responses((status = 200, description = "The removed row; the region inherits again"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn delete_row(
     State(state): State<AppState>,
     admin: Admin,
@@ -424,13 +468,22 @@ async fn delete_row(
     Ok(Json(before))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KillBody {
     /// Why: shown to other admins and kept in the audit.
     reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}/kill",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    request_body = KillBody,
+    responses((status = 200, description = "The kill switch, in force at once"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn kill(
     State(state): State<AppState>,
     admin: Admin,
@@ -475,6 +528,14 @@ async fn kill(
     Ok(Json(kill))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}/kill",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    responses((status = 200, description = "The lifted kill switch"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found")),
+    security(("admin_token" = []))
+)]
 async fn revive(
     State(state): State<AppState>,
     admin: Admin,
@@ -509,6 +570,14 @@ async fn revive(
     Ok(Json(before))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/regions/{region}/plugins/{plugin}/rollback",
+    tag = "admin",
+    params(("region" = String, Path, description = "The region, such as cn-fj-xm"), ("plugin" = String, Path, description = "The plugin id")),
+    responses((status = 200, description = "The row before and after"), (status = 401, description = "No valid credential"), (status = 403, description = "The role or scope does not allow it"), (status = 404, description = "Not found"), (status = 409, description = "No earlier version to roll back to")),
+    security(("admin_token" = []))
+)]
 async fn rollback(
     State(state): State<AppState>,
     admin: Admin,

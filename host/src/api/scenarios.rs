@@ -1,14 +1,13 @@
 //! Customer scenario endpoints: `GET /v1/scenarios` lists what the caller may use,
 //! `POST /v1/scenarios/{plugin}/{action}` calls a plugin with a JSON body.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,15 +20,17 @@ use crate::identity::customers::Profile;
 use crate::invocation;
 use crate::registry::{Deployment, Lookup, Translation};
 use crate::runtime::{Caller, Request};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest accepted action name.
 const ACTION_BYTES_MAX: usize = 64;
 
 /// The scenario routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/scenarios", get(list))
-        .route("/v1/scenarios/{plugin}/{action}", post(call))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(call))
 }
 
 #[derive(Serialize)]
@@ -47,6 +48,14 @@ struct ScenarioSummary<'a> {
     translations: &'a BTreeMap<String, Translation>,
 }
 
+#[utoipa::path(
+    get,
+    operation_id = "list_scenarios",
+    path = "/v1/scenarios",
+    tag = "customer",
+    responses((status = 200, description = "The scenarios enabled for the caller's region, tier and tags now"), (status = 401, description = "No valid credential")),
+    security(("customer_token" = []))
+)]
 /// The scenarios enabled for the caller's region, tier and tags at this moment.
 async fn list(
     State(state): State<AppState>,
@@ -72,6 +81,16 @@ async fn list(
     Json(serde_json::json!({ "scenarios": scenarios })).into_response()
 }
 
+#[utoipa::path(
+    post,
+    operation_id = "call_scenario",
+    path = "/v1/scenarios/{plugin}/{action}",
+    tag = "customer",
+    params(("plugin" = String, Path, description = "The plugin id"), ("action" = String, Path, description = "The plugin's action")),
+    request_body(content = serde_json::Value, description = "The action's JSON input", content_type = "application/json"),
+    responses((status = 200, description = "The plugin's JSON answer"), (status = 400, description = "Bad input; the error names it"), (status = 401, description = "No valid credential"), (status = 404, description = "Not found"), (status = 409, description = "The call's writes conflicted at commit; nothing was written"), (status = 422, description = "The plugin refused the request"), (status = 503, description = "The plugin is killed, or the host is at its instance limit"), (status = 504, description = "The plugin ran out of time or fuel")),
+    security(("customer_token" = []))
+)]
 async fn call(
     State(state): State<AppState>,
     AuthenticatedCustomer(customer): AuthenticatedCustomer,

@@ -41,7 +41,7 @@ impl Status {
 }
 
 /// What a reviewer granted a version, among what its manifest requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Customer profile fields the plugin may see through `identity`.
