@@ -181,20 +181,6 @@ async fn forged_confused_expired_early_and_misaddressed_tokens_are_401() {
     host.stop().await;
 }
 
-async fn admin_token(host: &TestHost, name: &str, role: Role, region: Option<&str>) -> String {
-    let admin = Admin {
-        name: name.into(),
-        role,
-        region: region.map(str::to_owned),
-    };
-    let mut transaction = host.state.db.write.begin().await.expect("transaction");
-    let token = admins::create(&mut transaction.conn(), &admin, 0)
-        .await
-        .expect("created");
-    transaction.commit().await.expect("commit");
-    token
-}
-
 async fn admin(
     host: &TestHost,
     method: Method,
@@ -315,8 +301,8 @@ on_each_backend! {
 
     async fn admins_act_only_within_their_role_and_region() {
         let host = TestHost::start(&[HELLO]).await;
-        let branch = admin_token(&host, "fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
-        let viewer = admin_token(&host, "auditor", Role::Viewer, None).await;
+        let branch = host.admin_token("fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
+        let viewer = host.admin_token("auditor", Role::Viewer, None).await;
         let fund = |region: &str| format!("/admin/v1/budgets/hello/{region}");
         let points = Some(json!({"points": 100}));
         let own = admin(&host, Method::POST, &fund("cn-fj-xm"), &branch, points.clone()).await;
@@ -345,7 +331,7 @@ on_each_backend! {
     async fn every_admin_change_is_in_the_audit_with_who_before_and_after() {
         let host = TestHost::start(&[HELLO]).await;
         let head = host.state.admin_token.clone();
-        let branch = admin_token(&host, "fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
+        let branch = host.admin_token("fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
         admin(&host, Method::POST, "/admin/v1/budgets/hello/cn-fj", &branch, Some(json!({"points": 50}))).await;
         admin(&host, Method::POST, "/admin/v1/budgets/hello/cn-gd", &head, Some(json!({"points": 70}))).await;
         import(&host, &head, "jsonl", r#"{"customer_number": "a1", "region": "cn-gd"}"#).await;
@@ -449,7 +435,7 @@ on_each_backend! {
         let nowhere = partner_call(&host, &x, "/partner/v1/scenarios/hello/echo").await;
         assert_eq!((nowhere.status, nowhere.code()), (400, "request_invalid"));
         // Partners are head office's to manage.
-        let branch = admin_token(&host, "fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
+        let branch = host.admin_token("fj-ops", Role::BranchAdmin, Some("cn-fj")).await;
         let refused = put_partner(&host, &branch, "till-z", json!([])).await;
         assert_eq!((refused.status, refused.code()), (403, "admin_forbidden"));
         host.stop().await;

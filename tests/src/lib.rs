@@ -519,6 +519,27 @@ impl TestHost {
         .await
     }
 
+    /// Creates an admin token with `role` (and `region` scope) in the host's database, as
+    /// `lifecircle admin create-token` does, and returns it.
+    pub async fn admin_token(
+        &self,
+        name: &str,
+        role: lifecircle::identity::admins::Role,
+        region: Option<&str>,
+    ) -> String {
+        let admin = lifecircle::identity::admins::Admin {
+            name: name.into(),
+            role,
+            region: region.map(str::to_owned),
+        };
+        let mut transaction = self.state.db.write.begin().await.expect("transaction");
+        let token = lifecircle::identity::admins::create(&mut transaction.conn(), &admin, 0)
+            .await
+            .expect("created");
+        transaction.commit().await.expect("commit");
+        token
+    }
+
     /// The single integer `sql` selects (a `COUNT(*)`), read from the host's database.
     pub async fn count(&self, sql: &'static str) -> i64 {
         let mut connection = self.state.db.read.acquire().await.expect("connection");

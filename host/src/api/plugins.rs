@@ -124,23 +124,38 @@ async fn read_bundle(
         ))
     };
     let (mut manifest, mut component) = (None, None);
+    // The first problem found; the rest of the upload is then read and dropped (up to a
+    // bound), so the client gets to read the answer instead of a broken connection.
+    let mut refused: Option<ApiError> = None;
+    let mut dropped_bytes_max = limits.component_bytes_max + limits.manifest_bytes_max;
     while let Some(mut field) = multipart.next_field().await.map_err(broken)? {
         let name = field.name().unwrap_or_default().to_owned();
         let (max, key) = match name.as_str() {
             "manifest" => (limits.manifest_bytes_max, "manifest_bytes_max"),
             "component" => (limits.component_bytes_max, "component_bytes_max"),
             other => {
-                return Err(invalid(format!(
-                    "unknown form field {other:?}: send only `manifest` and `component`"
-                )));
+                refused.get_or_insert_with(|| {
+                    invalid(format!(
+                        "unknown form field {other:?}: send only `manifest` and `component`"
+                    ))
+                });
+                (0, "")
             }
         };
         let mut bytes = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(broken)? {
-            if (bytes.len() + chunk.len()) as u64 > max {
-                return Err(invalid(format!(
+            if refused.is_none() && (bytes.len() + chunk.len()) as u64 > max {
+                refused = Some(invalid(format!(
                     "the {name} is over the {max}-byte limit (registry.{key})"
                 )));
+                bytes = Vec::new();
+            }
+            if refused.is_some() {
+                dropped_bytes_max = dropped_bytes_max.saturating_sub(chunk.len() as u64);
+                if dropped_bytes_max == 0 {
+                    break;
+                }
+                continue;
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -148,6 +163,12 @@ async fn read_bundle(
             "manifest" => manifest = Some(bytes),
             _ => component = Some(bytes),
         }
+        if dropped_bytes_max == 0 {
+            break;
+        }
+    }
+    if let Some(error) = refused {
+        return Err(error);
     }
     let manifest = manifest.ok_or_else(|| invalid("the `manifest` field is missing"))?;
     let component = component.ok_or_else(|| invalid("the `component` field is missing"))?;

@@ -371,16 +371,27 @@ pub async fn remove(
 ) -> Result<Option<Enablement>, sqlx::Error> {
     let before = get(conn, region, plugin_id).await?;
     if before.is_some() {
-        with_conn!(conn.reborrow(), c => {
-            sqlx::query("DELETE FROM plugin_enablements WHERE region = $1 AND plugin_id = $2")
-                .bind(region)
-                .bind(plugin_id)
-                .execute(&mut *c)
-                .await?;
-        });
-        bump_generation(conn).await?;
+        const SQL: &str = "DELETE FROM plugin_enablements WHERE region = $1 AND plugin_id = $2";
+        delete_and_bump(conn, SQL, region, plugin_id).await?;
     }
     Ok(before)
+}
+
+/// Runs a `DELETE` keyed by `$1` region and `$2` plugin id, then bumps the generation.
+async fn delete_and_bump(
+    conn: &mut Conn<'_>,
+    sql: &'static str,
+    region: &str,
+    plugin_id: &str,
+) -> Result<(), sqlx::Error> {
+    with_conn!(conn.reborrow(), c => {
+        sqlx::query(sql)
+            .bind(region)
+            .bind(plugin_id)
+            .execute(&mut *c)
+            .await?;
+    });
+    bump_generation(conn).await
 }
 
 /// The version a rollback of the row would restore, checked like any enablement.
@@ -470,14 +481,8 @@ pub async fn revive(
         .into_iter()
         .find(|kill| kill.region == region);
     if before.is_some() {
-        with_conn!(conn.reborrow(), c => {
-            sqlx::query("DELETE FROM plugin_kills WHERE region = $1 AND plugin_id = $2")
-                .bind(region)
-                .bind(plugin_id)
-                .execute(&mut *c)
-                .await?;
-        });
-        bump_generation(conn).await?;
+        const SQL: &str = "DELETE FROM plugin_kills WHERE region = $1 AND plugin_id = $2";
+        delete_and_bump(conn, SQL, region, plugin_id).await?;
     }
     Ok(before)
 }
