@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lifecircle::config::{TokenKeyConfig, UnknownCustomers};
-use lifecircle::identity::admins::{self, Admin, Role};
+use lifecircle::identity::admins::Role;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};

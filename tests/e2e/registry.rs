@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use lifecircle::identity::admins::{self, Admin, Role};
+use lifecircle::identity::admins::Role;
 use lifecircle_tests::{Bundle, Reply, TestHost, dist, on_each_backend};
 use reqwest::Method;
 use serde_json::{Value, json};
