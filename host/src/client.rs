@@ -67,8 +67,8 @@ pub enum PluginsCommand {
         plugin: String,
         /// The version.
         version: String,
-        /// Why.
-        #[arg(long, default_value = "")]
+        /// Why: kept with the review.
+        #[arg(long)]
         reason: String,
         /// A customer profile field to grant among those requested (repeat for more).
         #[arg(long = "grant-identity-field", value_name = "FIELD")]

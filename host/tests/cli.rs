@@ -355,7 +355,12 @@ fn admin_commands_upload_review_enable_kill_and_roll_back_on_a_running_host() {
         "{out}"
     );
 
-    let (code, _, err) = admin(data, &url, &ops, &["plugins", "approve", "hello", "0.2.0"]);
+    let (code, _, err) = admin(
+        data,
+        &url,
+        &ops,
+        &["plugins", "approve", "hello", "0.2.0", "--reason", "mine"],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("error: review_own_upload: "), "{err}");
     let approve = [
@@ -365,6 +370,8 @@ fn admin_commands_upload_review_enable_kill_and_roll_back_on_a_running_host() {
         "0.2.0",
         "--grant-identity-field",
         "tier",
+        "--reason",
+        "checked",
     ];
     let (code, out, err) = admin(data, &url, &rita, &approve);
     assert_eq!(code, 0, "{err}");

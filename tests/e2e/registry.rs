@@ -122,19 +122,23 @@ on_each_backend! {
         assert_eq!((not_yet.status, not_yet.code()), (409, "plugin_version_not_approved"));
 
         let approve = "/admin/v1/plugins/hello/versions/0.1.0/approve";
-        let own = admin(&host, Method::POST, approve, &head, json!({})).await;
+        let own = admin(&host, Method::POST, approve, &head, json!({"reason": "mine"})).await;
         assert_eq!((own.status, own.code()), (403, "review_own_upload"), "{:?}", own.body);
-        let viewing = admin(&host, Method::POST, approve, &viewer, json!({})).await;
+        let viewing = admin(&host, Method::POST, approve, &viewer, json!({"reason": "ok"})).await;
         assert_eq!((viewing.status, viewing.code()), (403, "admin_forbidden"));
-        let too_much = json!({"grants": {"identity_fields": ["region"]}});
+        let unexplained = admin(&host, Method::POST, approve, &reviewer, json!({})).await;
+        assert_eq!(unexplained.status, 400, "{:?}", unexplained.body);
+        assert!(unexplained.body["message"].as_str().unwrap_or_default().contains("reason"));
+        let too_much = json!({"reason": "ok", "grants": {"identity_fields": ["region"]}});
         let greedy = admin(&host, Method::POST, approve, &reviewer, too_much).await;
         assert_eq!(greedy.status, 400, "{:?}", greedy.body);
+        assert!(greedy.body["message"].as_str().unwrap_or_default().contains("grants.identity_fields"));
         let grants = json!({"reason": "reviewed", "grants": {"identity_fields": ["tier"]}});
         let approved = admin(&host, Method::POST, approve, &reviewer, grants).await;
         assert_eq!(approved.status, 200, "{:?}", approved.body);
         assert_eq!(approved.body["status"], "approved");
         assert_eq!(approved.body["reviewed_by"], "rita");
-        let again = admin(&host, Method::POST, approve, &reviewer, json!({})).await;
+        let again = admin(&host, Method::POST, approve, &reviewer, json!({"reason": "ok"})).await;
         assert_eq!((again.status, again.code()), (409, "plugin_already_reviewed"));
 
         let enabled = enable(&host, "cn", json!({"version": "0.1.0"})).await;
@@ -317,7 +321,7 @@ on_each_backend! {
         let uploaded = host.upload("/admin/v1/plugins", &head, &hi, &component("reference/hello")).await;
         assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
         let approve = "/admin/v1/plugins/hello/versions/0.2.0/approve";
-        assert_eq!(admin(&host, Method::POST, approve, &reviewer, json!({})).await.status, 200);
+        assert_eq!(admin(&host, Method::POST, approve, &reviewer, json!({"reason": "ok"})).await.status, 200);
 
         let rollback = "/admin/v1/regions/cn/plugins/hello/rollback";
         assert_eq!(enable(&host, "cn", json!({"version": "0.1.0"})).await.status, 200);
@@ -503,7 +507,7 @@ on_each_backend! {
         assert_eq!(uploaded.body["uploaded_by"], "partner:water-co");
         // Head office did not upload it, so it may approve it.
         let approve = "/admin/v1/plugins/hello/versions/0.1.0/approve";
-        assert_eq!(admin(&host, Method::POST, approve, &head, json!({})).await.status, 200);
+        assert_eq!(admin(&host, Method::POST, approve, &head, json!({"reason": "ok"})).await.status, 200);
 
         let other = std::fs::read_to_string(dist().join("reference/points-demo/plugin.toml")).expect("built");
         let refused = host.upload("/partner/v1/plugins", &key, &other, &component("reference/points-demo")).await;

@@ -352,7 +352,7 @@ async fn show(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApproveBody {
-    /// Why it is approved (kept with the review).
+    /// Why it is approved (kept with the review; required).
     #[serde(default)]
     reason: String,
     /// What it is granted among what it requests.
@@ -363,7 +363,8 @@ struct ApproveBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RejectBody {
-    /// Why: the partner reads it.
+    /// Why: the partner reads it (required).
+    #[serde(default)]
     reason: String,
 }
 
@@ -407,12 +408,6 @@ async fn reject(
     Path((plugin, version)): Path<(String, String)>,
     JsonBody(body): JsonBody<RejectBody>,
 ) -> Result<Json<VersionView>, ApiError> {
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::RequestInvalid,
-            "a rejection needs a reason the partner can act on",
-        ));
-    }
     let decision = Review {
         reviewer: &admin.0.name,
         approve: false,
@@ -432,10 +427,10 @@ async fn decide(
     decision: Review<'_>,
 ) -> Result<Json<VersionView>, ApiError> {
     admin.may_review()?;
-    if decision.reason.len() > 2000 {
+    if decision.reason.trim().is_empty() || decision.reason.len() > 2000 {
         return Err(ApiError::new(
             ErrorCode::RequestInvalid,
-            "a reason is at most 2000 bytes",
+            "a review needs a reason (1 to 2000 bytes): the partner and later reviewers read it",
         ));
     }
     let now_ms = ledger::now_ms();
