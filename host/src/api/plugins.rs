@@ -26,7 +26,7 @@ use crate::audit::admin::{self as admin_audit, Change};
 use crate::error::{ApiError, ErrorCode};
 use crate::ledger;
 use crate::registry::catalog::{self, CatalogError, Grants, Review, Stored, VersionRecord};
-use crate::registry::is_plugin_id;
+use crate::registry::{Manifest, is_plugin_id};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -186,13 +186,15 @@ async fn store_upload(
     allowed: impl Fn(&str) -> Result<(), ApiError>,
 ) -> Result<(StatusCode, Json<VersionView>), ApiError> {
     let (manifest_text, wasm) = read_bundle(state, multipart).await?;
+    // Whose plugin it is decides before the costly checks (compiling) run.
+    let id = Manifest::parse(&manifest_text).map_err(invalid)?.id;
+    allowed(&id)?;
     let checked = state
         .registry
         .check(manifest_text, wasm)
         .await
         .map_err(invalid)?;
     let manifest = &checked.manifest;
-    allowed(&manifest.id)?;
     let now_ms = ledger::now_ms();
     let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
     let mut conn = transaction.conn();
