@@ -86,8 +86,8 @@ pub struct RegistryConfig {
     /// host, the CLI), in milliseconds: the longest a change takes to reach every host.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Development mode: the regions the bundles of `plugins_dir` are enabled in (created as
-    /// top-level regions if missing).
+    /// Development mode: the regions the bundles of `plugins_dir` are enabled in, created if
+    /// missing (in order, so a region below another needs its parent listed first).
     #[serde(default = "default_dev_regions")]
     pub dev_regions: Vec<String>,
     /// Development mode: how often the bundles of `plugins_dir` are checked for changes, in

@@ -1,7 +1,8 @@
 //! The `config` interface: a plugin's settings for the call's region, fixed for the call.
 //!
-//! Today the settings are the `[config]` defaults of the plugin's manifest; per-region values
-//! set by admins overlay them once the registry stores them.
+//! The settings are the `[config]` defaults of the plugin's manifest with the keys the region's
+//! enablement sets on top (checked against the manifest's `config_schema` when set), resolved
+//! once per registry snapshot.
 
 use std::sync::Arc;
 
