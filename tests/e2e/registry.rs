@@ -146,6 +146,11 @@ on_each_backend! {
         assert_eq!(enabled.body["after"]["revision"], 1);
         assert_eq!(greeting(&host, "c1", "cn-fj").await, "Hello");
         assert_eq!(listed(&host, "c1", "cn-fj").await, ["hello"]);
+        let token = host.token("c1", "cn-fj");
+        let scenarios = host.request(Method::GET, "/v1/scenarios", Some(&token), None).await;
+        let hello = &scenarios.body["scenarios"][0];
+        assert_eq!((hello["name"].as_str(), hello["category"].as_str()), (Some("Hello"), Some("demo")));
+        assert_eq!(hello["translations"]["zh"]["name"], "你好");
         // Granted `tier` only, though `tags` was asked for.
         let token = host.token("c1", "cn");
         let profile = host.call(&token, "hello", "profile", json!({})).await;
