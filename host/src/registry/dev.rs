@@ -8,14 +8,16 @@
 //! `version` is stored as `<version>+dev.<12 hex digits of the sha256 of both>`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
 use super::catalog::{self, CatalogError, Grants, Review, Stored};
 use super::enablement::{self, Change, Setting};
-use super::{Checked, DEFAULT_COMPONENT_FILE, MANIFEST_FILE, Registry, RegistryError, regions};
+use super::{
+    Checked, DEFAULT_COMPONENT_FILE, MANIFEST_FILE, Registry, RegistryError, Ticks, regions,
+};
 use crate::audit::admin::{self as admin_audit, Change as AuditChange};
 
 /// The actor recorded for development-mode changes.
@@ -236,16 +238,10 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 /// the registry is alive. A bundle that no longer passes the checks is reported in the log
 /// and the previous version keeps serving.
 pub fn watch(registry: &Arc<Registry>, dir: PathBuf, interval: Duration) {
-    let registry: Weak<Registry> = Arc::downgrade(registry);
+    let mut ticks = Ticks::new(registry, interval);
     let mut seen = fingerprint(&dir);
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(registry) = registry.upgrade() else {
-                return;
-            };
+        while let Some(registry) = ticks.next().await {
             let now = fingerprint(&dir);
             if now == seen {
                 continue;

@@ -382,15 +382,9 @@ impl Registry {
     /// Reloads every `interval` while the registry is alive, so changes made by other hosts
     /// (or the CLI) reach this one.
     pub fn start_polling(self: &Arc<Self>, interval: Duration) {
-        let registry: Weak<Registry> = Arc::downgrade(self);
+        let mut ticks = Ticks::new(self, interval);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(registry) = registry.upgrade() else {
-                    return;
-                };
+            while let Some(registry) = ticks.next().await {
                 if let Err(error) = registry.reload().await {
                     tracing::warn!(%error, "cannot read the plugin registry; retrying");
                 }
@@ -415,6 +409,30 @@ impl Registry {
         tokio::task::spawn_blocking(move || check_bundle(&runtime, &config, manifest_text, wasm))
             .await
             .expect("checking a bundle does not panic")
+    }
+}
+
+/// The ticks of a background task that works on the registry every `interval` for as long as
+/// the registry lives (its host has not stopped).
+pub(crate) struct Ticks {
+    ticker: tokio::time::Interval,
+    registry: Weak<Registry>,
+}
+
+impl Ticks {
+    pub(crate) fn new(registry: &Arc<Registry>, interval: Duration) -> Self {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ticker,
+            registry: Arc::downgrade(registry),
+        }
+    }
+
+    /// Waits for the next tick; `None` once the registry is gone.
+    pub(crate) async fn next(&mut self) -> Option<Arc<Registry>> {
+        self.ticker.tick().await;
+        self.registry.upgrade()
     }
 }
 
