@@ -530,6 +530,11 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                     .build()
                     .expect("a current-thread runtime starts");
                 runtime.block_on(async {
+                    let seed = state
+                        .fairness
+                        .seed("hello", &plugin.region, crate::ledger::now_ms())
+                        .await
+                        .expect("the draw seed is readable");
                     let mut counter = 0u64;
                     let mut once = || {
                         counter += 1;
@@ -547,6 +552,8 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
                                 idempotency_key: None,
                             },
                             Some(&customer),
+                            std::time::SystemTime::now(),
+                            &seed,
                         );
                         let state = state.clone();
                         let plugin = plugin.clone();

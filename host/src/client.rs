@@ -183,10 +183,6 @@ async fn send(
     content_type: &str,
     body: Vec<u8>,
 ) -> anyhow::Result<Answer> {
-    let token = remote.token.as_deref().context(
-        "give an admin token: --token TOKEN or LIFECIRCLE_CLI_TOKEN (create one with \
-         `lifecircle admin create-token`)",
-    )?;
     let url: hyper::Uri = format!("{}{path}", remote.url.trim_end_matches('/'))
         .parse()
         .with_context(|| {
@@ -207,13 +203,15 @@ async fn send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(url.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))?;
+        .header(hyper::header::CONTENT_TYPE, content_type);
+    if let Some(token) = &remote.token {
+        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
@@ -260,6 +258,11 @@ type Printer = fn(&Value);
 
 async fn request(remote: &Remote, command: Command) -> anyhow::Result<(Answer, Printer)> {
     use hyper::Method;
+    anyhow::ensure!(
+        remote.token.is_some(),
+        "give an admin token: --token TOKEN or LIFECIRCLE_CLI_TOKEN (create one with \
+         `lifecircle admin create-token`)"
+    );
     let at = |p: &Placement| format!("/admin/v1/regions/{}/plugins/{}", p.region, p.plugin);
     Ok(match command {
         Command::Plugins(PluginsCommand::Upload { dir }) => {
@@ -549,4 +552,104 @@ fn print_revive(body: &Value) {
         text(&body["killed_by"]),
         text(&body["reason"])
     );
+}
+
+/// `lifecircle verify-draw`: fetches an invocation's draw record from the host's public
+/// endpoint and checks it here, trusting nothing the host computed: SHA-256 of the revealed
+/// seed must be the commitment (and `expected_commitment`, one the verifier kept from before
+/// the day, when given), and every draw must be what HMAC-SHA256 of the seed gives.
+///
+/// Exit codes: 0 verified, 1 not verified (a mismatch, or the seed is not revealed yet),
+/// 3 the host could not be reached or failed.
+pub async fn verify_draw(
+    remote: &Remote,
+    invocation: &str,
+    expected_commitment: Option<&str>,
+) -> ExitCode {
+    let path = format!("/v1/fairness/draws/{invocation}");
+    let answer = match send_json(remote, hyper::Method::GET, &path, None).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(3);
+        }
+    };
+    if answer.status >= 300 {
+        let code = answer.body["code"].as_str().unwrap_or("error");
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        eprintln!("error: {code}: {message} (HTTP {})", answer.status);
+        return ExitCode::from(if answer.status >= 500 { 3 } else { 1 });
+    }
+    let record: crate::api::audit::DrawRecord = match serde_json::from_value(answer.body.clone()) {
+        Ok(record) => record,
+        Err(error) => {
+            eprintln!("error: the host's draw record is not in the expected form: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    if remote.json {
+        println!("{:#}", answer.body);
+    }
+    let seed = &record.seed;
+    println!("invocation  {}", record.invocation);
+    println!("plugin      {}", record.plugin);
+    println!(
+        "seed        region {}, day {}, commitment {}",
+        seed.region, seed.day, seed.commitment
+    );
+    println!(
+        "published   {} ms; day {}..{} ms",
+        seed.published_at_ms, seed.starts_at_ms, seed.ends_at_ms
+    );
+    let Some(revealed) = &seed.seed else {
+        println!(
+            "not verifiable yet: the seed of {} is revealed when the day ends ({} ms); \
+             run this again after that",
+            seed.day, seed.ends_at_ms
+        );
+        return ExitCode::from(1);
+    };
+    let verification = crate::api::audit::verify(
+        &record.invocation,
+        revealed,
+        &seed.commitment,
+        &record.draws,
+    );
+    println!("{:<6} {:<22} {:<22} ok", "draw", "below", "value");
+    for draw in &record.draws {
+        let ok = !verification.mismatched.contains(&draw.seq);
+        println!(
+            "{:<6} {:<22} {:<22} {}",
+            draw.seq,
+            draw.upper.as_deref().unwrap_or("(64 bits)"),
+            draw.value,
+            if ok { "yes" } else { "NO" }
+        );
+    }
+    let kept_matches = expected_commitment.is_none_or(|kept| kept == seed.commitment);
+    if !kept_matches {
+        println!(
+            "NOT VERIFIED: the host now shows commitment {}, not the {} you kept",
+            seed.commitment,
+            expected_commitment.unwrap_or_default()
+        );
+    }
+    if !verification.commitment_matches {
+        println!("NOT VERIFIED: SHA-256 of the revealed seed is not the commitment");
+    }
+    if !verification.draws_match {
+        println!(
+            "NOT VERIFIED: draws {:?} are not what the seed gives",
+            verification.mismatched
+        );
+    }
+    if verification.verified && kept_matches {
+        println!(
+            "verified: the seed matches its commitment and all {} draws are what it gives",
+            record.draws.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -207,6 +207,7 @@ async fn write_batch(
     for (commit, result) in batch.iter_mut().zip(&results) {
         if let (Some(record), Err(error)) = (&mut commit.record, result) {
             record.outcome = error.code().as_str();
+            record.ledger_writes.clear();
         }
     }
     let records: Vec<&InvocationRecord> = batch.iter().filter_map(|c| c.record.as_ref()).collect();

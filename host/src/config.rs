@@ -64,6 +64,63 @@ pub struct Config {
     /// Settings of the plugin registry.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The bank's local time and working days.
+    #[serde(default)]
+    pub calendar: crate::calendar::CalendarConfig,
+    /// Invocation records and verifiable draws.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Invocation records and verifiable draws.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days invocation records, their draws and revealed draw seeds are kept. Bounds the
+    /// audit tables.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// How often records past retention are deleted, in seconds.
+    #[serde(default = "default_audit_sweep_interval_seconds")]
+    pub sweep_interval_seconds: u64,
+    /// Days after today whose draw seeds are committed (their SHA-256 published) in advance.
+    #[serde(default = "default_commit_days_ahead")]
+    pub commit_days_ahead: u32,
+    /// How often the coming days' draw seeds are checked and committed, in seconds.
+    #[serde(default = "default_commit_interval_seconds")]
+    pub commit_interval_seconds: u64,
+    /// Invocation records one admin page returns at most; also the most draw commitments one
+    /// public listing returns.
+    #[serde(default = "default_page_max")]
+    pub page_max: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: default_retention_days(),
+            sweep_interval_seconds: default_audit_sweep_interval_seconds(),
+            commit_days_ahead: default_commit_days_ahead(),
+            commit_interval_seconds: default_commit_interval_seconds(),
+            page_max: default_page_max(),
+        }
+    }
+}
+
+fn default_retention_days() -> u32 {
+    180
+}
+fn default_audit_sweep_interval_seconds() -> u64 {
+    3600
+}
+fn default_commit_days_ahead() -> u32 {
+    1
+}
+fn default_commit_interval_seconds() -> u64 {
+    60
+}
+fn default_page_max() -> u32 {
+    200
 }
 
 /// Settings of the plugin registry.
@@ -695,6 +752,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "identity.import_line_bytes_max must be at least 1".into(),
             ));
+        }
+        crate::calendar::Calendar::new(&self.calendar).map_err(ConfigError::Invalid)?;
+        let audit = &self.audit;
+        for (name, value) in [
+            ("audit.retention_days", u64::from(audit.retention_days)),
+            ("audit.sweep_interval_seconds", audit.sweep_interval_seconds),
+            (
+                "audit.commit_interval_seconds",
+                audit.commit_interval_seconds,
+            ),
+            ("audit.page_max", u64::from(audit.page_max)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
         }
         let ledger = &self.ledger;
         if ledger.points_validity_days == 0

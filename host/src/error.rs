@@ -122,13 +122,15 @@ pub enum ErrorCode {
     EnablementNotFound,
     /// There is no earlier version to roll back to.
     RollbackUnavailable,
+    /// No invocation with that id is on record.
+    InvocationNotFound,
     /// A bug or an outage in the host.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 53] = [
+    pub const ALL: [ErrorCode; 54] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -181,6 +183,7 @@ impl ErrorCode {
         ErrorCode::EnablementInvalid,
         ErrorCode::EnablementNotFound,
         ErrorCode::RollbackUnavailable,
+        ErrorCode::InvocationNotFound,
         ErrorCode::Internal,
     ];
 
@@ -239,6 +242,7 @@ impl ErrorCode {
             ErrorCode::EnablementInvalid => "enablement_invalid",
             ErrorCode::EnablementNotFound => "enablement_not_found",
             ErrorCode::RollbackUnavailable => "rollback_unavailable",
+            ErrorCode::InvocationNotFound => "invocation_not_found",
             ErrorCode::Internal => "internal",
         }
     }
@@ -304,6 +308,7 @@ impl ErrorCode {
             ErrorCode::EnablementInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::EnablementNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RollbackUnavailable => StatusCode::CONFLICT,
+            ErrorCode::InvocationNotFound => StatusCode::NOT_FOUND,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
-use crate::audit::InvocationRecord;
+use crate::audit::fairness::DaySeed;
+use crate::audit::{Draws, InvocationRecord};
 use crate::error::{ApiError, ErrorCode};
 use crate::identity::customers::Profile;
 use crate::ledger::{CallLedger, LedgerSettings};
@@ -40,10 +40,23 @@ pub async fn invoke(
             ),
         ));
     }
-    let (input, mut record) = prepare(state, deployment, call, customer);
+    let now = SystemTime::now();
+    let seed = state
+        .fairness
+        .seed(&plugin.manifest.id, &deployment.region, unix_ms(now))
+        .await
+        .map_err(ApiError::internal)?;
+    let (input, mut record) = prepare(state, deployment, call, customer, now, &seed);
     let output = state.runtime.call(&plugin.compiled, input).await;
     record.fuel_consumed = output.fuel_consumed;
     record.duration_us = output.elapsed.as_micros() as u64;
+    record.draws = output.draws;
+    record.ledger_writes = output
+        .writes
+        .ledger
+        .iter()
+        .map(|write| write.id.clone())
+        .collect();
 
     let result = match output.result {
         Ok(body) if output.writes.is_empty() => {
@@ -67,17 +80,18 @@ pub async fn invoke(
     result
 }
 
-/// Everything a call needs, and its audit record so far.
+/// Everything a call at `now` needs, and its audit record so far. Its draws come from
+/// `seed`, the seed of its plugin, region and day.
 pub fn prepare(
     state: &AppState,
     deployment: &Deployment,
     call: Request,
     customer: Option<&Profile>,
+    now: SystemTime,
+    seed: &DaySeed,
 ) -> (CallInput, InvocationRecord) {
     let plugin = &deployment.plugin;
     let limits = plugin.limits;
-    let now = SystemTime::now();
-    let seed = derive_seed(&state.seed_key, &call.request_id);
     let scope = Arc::new(Scope {
         plugin_id: plugin.manifest.id.clone(),
         region: call.region.clone(),
@@ -97,12 +111,10 @@ pub fn prepare(
         Caller::Partner { partner_id } => ("partner", partner_id.clone()),
         Caller::Scheduler => ("scheduler", String::new()),
     };
+    let now_ms = unix_ms(now);
     let record = InvocationRecord {
         id: call.request_id.clone(),
-        started_at_ms: now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64,
+        started_at_ms: now_ms,
         plugin_id: plugin.manifest.id.clone(),
         plugin_version: plugin.version.clone(),
         plugin_digest: plugin.digest.clone(),
@@ -115,12 +127,12 @@ pub fn prepare(
         outcome: "ok",
         fuel_consumed: 0,
         duration_us: 0,
-        seed: hex::encode(seed),
+        seed_commitment: seed.commitment.clone(),
+        seed_region: seed.region.clone(),
+        seed_day: seed.day.to_string(),
+        draws: Vec::new(),
+        ledger_writes: Vec::new(),
     };
-    let now_ms = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64;
     let ledger_config = &state.config.ledger;
     let ledger = CallLedger::new(
         state.db.read.clone(),
@@ -141,12 +153,13 @@ pub fn prepare(
         tier: granted("tier").then(|| profile.tier.clone()),
         tags: granted("tags").then(|| profile.tags.clone()),
     }));
+    let draws = Draws::new(seed.seed, call.request_id.clone());
     let input = CallInput {
         identity,
         request: call,
         ledger,
         now,
-        seed,
+        draws,
         store,
         config: deployment.config.clone(),
         limits,
@@ -155,12 +168,11 @@ pub fn prepare(
     (input, record)
 }
 
-/// The seed of a call's `random` interface: HMAC-SHA256 of the request id under the host's
-/// seed key, so it cannot be predicted from outside and is recorded for replay.
-fn derive_seed(key: &[u8], request_id: &str) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(request_id.as_bytes());
-    mac.finalize().into_bytes().into()
+/// Milliseconds since the Unix epoch.
+fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 fn call_error(error: CallError, plugin_id: &str) -> ApiError {

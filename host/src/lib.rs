@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod calendar;
 pub mod client;
 pub mod commit;
 pub mod config;
@@ -49,8 +50,8 @@ pub struct Services {
     pub committer: commit::Committer,
     /// Invocation metrics.
     pub metrics: Arc<metrics::Metrics>,
-    /// Key that call seeds are derived with.
-    pub seed_key: Vec<u8>,
+    /// The draw seeds: committed before their day, revealed after it.
+    pub fairness: Arc<audit::fairness::Fairness>,
     /// Whether the token secret is the generated development secret.
     pub development_secret: bool,
     /// The admin token (from config, or generated into the database).
@@ -101,6 +102,9 @@ pub enum StartError {
     /// A customer-token key could not be loaded.
     #[error(transparent)]
     TokenKey(#[from] identity::token::KeyError),
+    /// The calendar settings are invalid.
+    #[error("{0}")]
+    Calendar(String),
 }
 
 /// Opens the database and returns the identity service (used by `lifecircle token` too).
@@ -155,13 +159,8 @@ pub async fn open_identity(
 /// Starts every service the configuration describes.
 pub async fn build(config: Config) -> Result<AppState, StartError> {
     let (db, identity, development_secret) = open_identity(&config).await?;
-    let seed_key = db
-        .secret("seed")
-        .await
-        .map_err(|source| StartError::Database {
-            url: config.database_url(),
-            source,
-        })?;
+    let calendar =
+        Arc::new(calendar::Calendar::new(&config.calendar).map_err(StartError::Calendar)?);
     let runtime = Arc::new(
         runtime::Runtime::new(
             &config.engine,
@@ -218,6 +217,18 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         db.clone(),
         std::time::Duration::from_secs(config.ledger.sweep_interval_seconds),
     );
+    let audit_config = &config.audit;
+    audit::start_sweeper(
+        db.clone(),
+        std::time::Duration::from_secs(u64::from(audit_config.retention_days) * 86_400),
+        std::time::Duration::from_secs(audit_config.sweep_interval_seconds),
+    );
+    let fairness = Arc::new(audit::fairness::Fairness::new(db.clone(), calendar));
+    fairness.start_committing(
+        registry.clone(),
+        audit_config.commit_days_ahead,
+        std::time::Duration::from_secs(audit_config.commit_interval_seconds),
+    );
     Ok(Arc::new(Services {
         config,
         db,
@@ -227,7 +238,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         customers,
         committer,
         metrics,
-        seed_key,
+        fairness,
         development_secret,
         admin_token,
         admin_token_digest,

@@ -58,6 +58,18 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Check a recorded draw against its revealed seed, independently of the host's own check.
+    VerifyDraw {
+        #[command(flatten)]
+        remote: Remote,
+        /// The invocation id (the x-request-id of the call that drew).
+        #[arg(long)]
+        invocation: String,
+        /// The commitment you kept from before the day (from GET /v1/fairness/commitments);
+        /// the host must still show the same one.
+        #[arg(long, value_name = "HEX")]
+        commitment: Option<String>,
+    },
     /// Measure the engine and the HTTP path and print a table.
     Bench {
         /// Directory containing the `hello` bundle (default plugins/dist/reference).
@@ -192,6 +204,15 @@ fn main() -> anyhow::Result<ExitCode> {
             region,
             ttl,
         } => done(runtime.block_on(token(config, customer, region, ttl))),
+        Command::VerifyDraw {
+            remote,
+            invocation,
+            commitment,
+        } => Ok(runtime.block_on(client::verify_draw(
+            &remote,
+            &invocation,
+            commitment.as_deref(),
+        ))),
         Command::Admin { command } => match command {
             AdminCommand::CreateToken { role, region, name } => {
                 done(runtime.block_on(create_token(config, role, region, name)))

@@ -225,7 +225,7 @@ on_each_backend! {
             let mut connection = host.state.db.read.acquire().await.expect("connection");
             rows = lifecircle::with_conn!(connection.conn(), c => {
                 sqlx::query_as::<_, (String, String, String, String, String, i64)>(
-                    "SELECT id, action, outcome, caller, seed, fuel_consumed FROM invocations \
+                    "SELECT id, action, outcome, caller, seed_commitment, fuel_consumed FROM invocations \
                      ORDER BY started_at_ms, id",
                 )
                 .fetch_all(&mut *c)

@@ -3,6 +3,7 @@
 
 mod auth;
 mod errors;
+mod fairness;
 mod hello;
 mod hostile;
 mod identity;

@@ -4,6 +4,7 @@
 //! including unknown routes and wrong methods.
 
 mod admin;
+pub(crate) mod audit;
 mod auth;
 mod body;
 mod health;
@@ -62,6 +63,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(scenarios::router())
         .merge(points::router())
         .merge(admin::router())
+        .merge(audit::router())
         .merge(partner::router())
         .merge(plugins::router())
         .merge(regions::router())
@@ -195,6 +197,7 @@ mod tests {
         let plain_route = concat!(".ro", "ute(");
         let sources = [
             ("admin.rs", include_str!("admin.rs")),
+            ("audit.rs", include_str!("audit.rs")),
             ("health.rs", include_str!("health.rs")),
             ("partner.rs", include_str!("partner.rs")),
             ("plugins.rs", include_str!("plugins.rs")),

@@ -25,7 +25,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::audit::Draws;
+use crate::audit::{Draw, Draws};
 use crate::config::{EngineConfig, Limits};
 use crate::error::ErrorCode;
 use crate::ledger::CallLedger;
@@ -157,8 +157,8 @@ pub struct CallInput {
     pub request: Request,
     /// The call's fixed time.
     pub now: SystemTime,
-    /// The seed of the call's `random` interface.
-    pub seed: [u8; 32],
+    /// The call's `random` stream.
+    pub draws: Draws,
     /// The plugin's view of its `store`.
     pub store: CallStore,
     /// The plugin's view of the ledger.
@@ -183,6 +183,8 @@ pub struct CallOutput {
     pub fuel_consumed: u64,
     /// Wall-clock time of the call, instantiation included.
     pub elapsed: Duration,
+    /// The draws the call made, whatever its outcome.
+    pub draws: Vec<Draw>,
 }
 
 /// Why a call produced no response.
@@ -483,7 +485,7 @@ impl Runtime {
             store: input.store,
             ledger: input.ledger,
             config: input.config,
-            random: Draws::new(input.seed),
+            random: input.draws,
             clock: clock::CallClock(since_epoch),
             log: log::CallLog::new(
                 input.plugin_id,
@@ -560,6 +562,7 @@ impl Runtime {
             writes,
             fuel_consumed,
             elapsed: started.elapsed(),
+            draws: store.data_mut().random.take_recorded(),
         }
     }
 }
