@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{self, InvocationRecord};
 use crate::db::Db;
 use crate::error::ErrorCode;
+use crate::jobs::{self, JobConflict, JobWrites, StagedJobs};
 use crate::ledger::{
     Batch, BufferedOperation, LedgerError, Operation, Request as LedgerRequest, Write,
 };
@@ -41,6 +42,12 @@ pub enum CommitError {
         /// What happened.
         message: String,
     },
+    /// The call's jobs would pass the plugin's limit of pending jobs.
+    #[error("the plugin would have more than {0} pending jobs")]
+    JobLimit(u64),
+    /// The job the call ran was taken over by another host (its lease ran out).
+    #[error("another host took over this job; its writes were not kept")]
+    JobLeaseLost,
     /// The database failed; nothing of the batch was written.
     #[error("the database is unavailable")]
     Unavailable,
@@ -53,6 +60,8 @@ impl CommitError {
             CommitError::Conflict(_) => ErrorCode::StoreConflict,
             CommitError::KeyLimit(_) => ErrorCode::PluginStoreKeyLimit,
             CommitError::Ledger { code, .. } => *code,
+            CommitError::JobLimit(_) => ErrorCode::PluginJobLimit,
+            CommitError::JobLeaseLost => ErrorCode::StoreConflict,
             CommitError::Unavailable => ErrorCode::Internal,
         }
     }
@@ -186,10 +195,13 @@ async fn write_batch(
     let mut store = Staged::load(&mut connection, &writes).await?;
     let flat: Vec<&Write<'_>> = calls.iter().flatten().collect();
     let mut ledger = Batch::load(&mut connection, &flat).await?;
+    let job_writes: Vec<&JobWrites> = batch.iter().map(|commit| &commit.writes.jobs).collect();
+    let mut jobs = StagedJobs::load(&mut connection, &job_writes).await?;
     let mut results = Vec::with_capacity(batch.len());
     for ((commit, call), requests) in batch.iter().zip(&calls).zip(&requests) {
         let marks = (store.mark(), ledger.mark());
-        let result = apply_call(&mut store, &mut ledger, &commit.writes, call, requests);
+        let result = apply_call(&mut store, &mut ledger, &commit.writes, call, requests)
+            .and_then(|()| jobs.apply(&commit.writes.jobs).map_err(ApplyError::Jobs));
         if let Err(error) = &result {
             store.undo_to(marks.0);
             ledger.undo_to(marks.1);
@@ -202,6 +214,15 @@ async fn write_batch(
     }
     store.flush(&mut connection).await?;
     ledger.flush(&mut connection).await?;
+    let committed_jobs: Vec<&JobWrites> = job_writes
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(writes, _)| *writes)
+        .collect();
+    jobs::flush(&mut connection, &committed_jobs, crate::ledger::now_ms()).await?;
+    drop(committed_jobs);
+    drop(job_writes);
     drop(calls);
     drop(requests);
     for (commit, result) in batch.iter_mut().zip(&results) {
@@ -278,6 +299,8 @@ fn commit_error(error: ApplyError) -> CommitError {
             code: ErrorCode::LedgerConflict,
             message: format!("idempotency key {key:?} was used by another call first"),
         },
+        ApplyError::Jobs(JobConflict::Limit(max)) => CommitError::JobLimit(max),
+        ApplyError::Jobs(JobConflict::LeaseLost) => CommitError::JobLeaseLost,
         ApplyError::Database(error) => {
             tracing::error!(%error, "commit failed");
             CommitError::Unavailable

@@ -70,6 +70,95 @@ pub struct Config {
     /// Invocation records and verifiable draws.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Scheduled plugin work.
+    #[serde(default)]
+    pub jobs: JobsConfig,
+}
+
+/// Scheduled plugin work.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Jobs a plugin may have pending (or running) at once, across its regions. Bounds the
+    /// jobs table.
+    #[serde(default = "default_jobs_pending_max")]
+    pub pending_max: u64,
+    /// Bytes of one job's payload.
+    #[serde(default = "default_jobs_payload_bytes_max")]
+    pub payload_bytes_max: u32,
+    /// Jobs one call may schedule (more stops the call: 507 `plugin_job_limit`).
+    #[serde(default = "default_jobs_per_call_max")]
+    pub per_call_max: u32,
+    /// How far ahead a job may be due, in days.
+    #[serde(default = "default_jobs_ahead_days_max")]
+    pub ahead_days_max: u32,
+    /// Attempts of a job before it is recorded as failed.
+    #[serde(default = "default_jobs_attempts_max")]
+    pub attempts_max: u32,
+    /// Delay before the first retry, in milliseconds; it doubles with every attempt.
+    #[serde(default = "default_jobs_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest delay between attempts, in milliseconds.
+    #[serde(default = "default_jobs_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// How often each host looks for due jobs, in milliseconds.
+    #[serde(default = "default_jobs_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// How long a host holds a job it runs before another may take it over, in
+    /// milliseconds. Must be longer than any plugin's deadline.
+    #[serde(default = "default_jobs_lease_ms")]
+    pub lease_ms: u64,
+    /// Jobs one host claims (and runs at once) per poll.
+    #[serde(default = "default_jobs_claim_max")]
+    pub claim_max: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            pending_max: default_jobs_pending_max(),
+            payload_bytes_max: default_jobs_payload_bytes_max(),
+            per_call_max: default_jobs_per_call_max(),
+            ahead_days_max: default_jobs_ahead_days_max(),
+            attempts_max: default_jobs_attempts_max(),
+            backoff_initial_ms: default_jobs_backoff_initial_ms(),
+            backoff_max_ms: default_jobs_backoff_max_ms(),
+            poll_interval_ms: default_jobs_poll_interval_ms(),
+            lease_ms: default_jobs_lease_ms(),
+            claim_max: default_jobs_claim_max(),
+        }
+    }
+}
+
+fn default_jobs_pending_max() -> u64 {
+    100_000
+}
+fn default_jobs_payload_bytes_max() -> u32 {
+    16 << 10
+}
+fn default_jobs_per_call_max() -> u32 {
+    16
+}
+fn default_jobs_ahead_days_max() -> u32 {
+    400
+}
+fn default_jobs_attempts_max() -> u32 {
+    5
+}
+fn default_jobs_backoff_initial_ms() -> u64 {
+    10_000
+}
+fn default_jobs_backoff_max_ms() -> u64 {
+    3_600_000
+}
+fn default_jobs_poll_interval_ms() -> u64 {
+    250
+}
+fn default_jobs_lease_ms() -> u64 {
+    60_000
+}
+fn default_jobs_claim_max() -> u32 {
+    16
 }
 
 /// Invocation records and verifiable draws.
@@ -767,6 +856,41 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        let jobs = &self.jobs;
+        for (name, value) in [
+            ("jobs.pending_max", jobs.pending_max),
+            ("jobs.payload_bytes_max", u64::from(jobs.payload_bytes_max)),
+            ("jobs.per_call_max", u64::from(jobs.per_call_max)),
+            ("jobs.ahead_days_max", u64::from(jobs.ahead_days_max)),
+            ("jobs.attempts_max", u64::from(jobs.attempts_max)),
+            ("jobs.backoff_initial_ms", jobs.backoff_initial_ms),
+            ("jobs.poll_interval_ms", jobs.poll_interval_ms),
+            ("jobs.claim_max", u64::from(jobs.claim_max)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if jobs.backoff_max_ms < jobs.backoff_initial_ms {
+            return Err(ConfigError::Invalid(
+                "jobs.backoff_max_ms must be at least jobs.backoff_initial_ms".into(),
+            ));
+        }
+        let deadline_max = std::iter::once(self.limits.deadline_ms)
+            .chain(
+                self.plugin_limits
+                    .values()
+                    .map(|overrides| self.limits.overridden_by(overrides).deadline_ms),
+            )
+            .max()
+            .unwrap_or(0);
+        if jobs.lease_ms <= deadline_max.saturating_mul(2) {
+            return Err(ConfigError::Invalid(format!(
+                "jobs.lease_ms ({}) must be more than twice the longest plugin deadline ({deadline_max} ms), \
+                 so a running job is not taken over while it runs",
+                jobs.lease_ms
+            )));
         }
         let ledger = &self.ledger;
         if ledger.points_validity_days == 0

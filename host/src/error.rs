@@ -124,13 +124,19 @@ pub enum ErrorCode {
     RollbackUnavailable,
     /// No invocation with that id is on record.
     InvocationNotFound,
+    /// The plugin scheduled more jobs than allowed (per call, or pending in all).
+    PluginJobLimit,
+    /// No such job.
+    JobNotFound,
+    /// The job is no longer pending.
+    JobNotPending,
     /// A bug or an outage in the host.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 54] = [
+    pub const ALL: [ErrorCode; 57] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -184,6 +190,9 @@ impl ErrorCode {
         ErrorCode::EnablementNotFound,
         ErrorCode::RollbackUnavailable,
         ErrorCode::InvocationNotFound,
+        ErrorCode::PluginJobLimit,
+        ErrorCode::JobNotFound,
+        ErrorCode::JobNotPending,
         ErrorCode::Internal,
     ];
 
@@ -243,6 +252,9 @@ impl ErrorCode {
             ErrorCode::EnablementNotFound => "enablement_not_found",
             ErrorCode::RollbackUnavailable => "rollback_unavailable",
             ErrorCode::InvocationNotFound => "invocation_not_found",
+            ErrorCode::PluginJobLimit => "plugin_job_limit",
+            ErrorCode::JobNotFound => "job_not_found",
+            ErrorCode::JobNotPending => "job_not_pending",
             ErrorCode::Internal => "internal",
         }
     }
@@ -309,6 +321,9 @@ impl ErrorCode {
             ErrorCode::EnablementNotFound => StatusCode::NOT_FOUND,
             ErrorCode::RollbackUnavailable => StatusCode::CONFLICT,
             ErrorCode::InvocationNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PluginJobLimit => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::JobNotPending => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -360,6 +375,16 @@ impl ApiError {
     /// The error's code.
     pub fn code(&self) -> ErrorCode {
         self.code
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The plugin's own code, for a scenario error.
+    pub fn scenario_code(&self) -> Option<&str> {
+        self.scenario_code.as_deref()
     }
 }
 

@@ -11,10 +11,11 @@ use crate::audit::fairness::DaySeed;
 use crate::audit::{Draws, InvocationRecord};
 use crate::error::{ApiError, ErrorCode};
 use crate::identity::customers::Profile;
+use crate::jobs::{CallJobs, JobContext, JobLease, JobSettings};
 use crate::ledger::{CallLedger, LedgerSettings};
 use crate::registry::Deployment;
 use crate::runtime::identity::{CallIdentity, Fields};
-use crate::runtime::{CallError, CallInput, Caller, Request};
+use crate::runtime::{CallError, CallInput, Caller, JobCall, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
 
 /// Runs `call` on the plugin version and settings of `deployment` and returns the plugin's
@@ -27,6 +28,31 @@ pub async fn invoke(
     deployment: &Arc<Deployment>,
     call: Request,
     customer: Option<&Profile>,
+) -> Result<String, ApiError> {
+    execute(state, deployment, call, customer, None).await
+}
+
+/// Runs one attempt of a job (`call` carries its payload as the body) through the plugin's
+/// `job-handler`; its writes commit with the job's completion, only while `lease` holds.
+pub async fn run_job(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    call: Request,
+    customer: Option<&Profile>,
+    job: JobCall,
+    lease: JobLease,
+) -> Result<(), ApiError> {
+    execute(state, deployment, call, customer, Some((job, lease)))
+        .await
+        .map(drop)
+}
+
+async fn execute(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    call: Request,
+    customer: Option<&Profile>,
+    job: Option<(JobCall, JobLease)>,
 ) -> Result<String, ApiError> {
     let plugin = &deployment.plugin;
     let limits = plugin.limits;
@@ -46,8 +72,12 @@ pub async fn invoke(
         .seed(&plugin.manifest.id, &deployment.region, unix_ms(now))
         .await
         .map_err(ApiError::internal)?;
-    let (input, mut record) = prepare(state, deployment, call, customer, now, &seed);
-    let output = state.runtime.call(&plugin.compiled, input).await;
+    let (mut input, mut record) = prepare(state, deployment, call, customer, now, &seed);
+    let lease = job.map(|(job, lease)| {
+        input.job = Some(job);
+        lease
+    });
+    let mut output = state.runtime.call(&plugin.compiled, input).await;
     record.fuel_consumed = output.fuel_consumed;
     record.duration_us = output.elapsed.as_micros() as u64;
     record.draws = output.draws;
@@ -58,6 +88,9 @@ pub async fn invoke(
         .map(|write| write.id.clone())
         .collect();
 
+    if output.result.is_ok() {
+        output.writes.jobs.completes = lease;
+    }
     let result = match output.result {
         Ok(body) if output.writes.is_empty() => {
             state.committer.record(record).await;
@@ -154,6 +187,26 @@ pub fn prepare(
         tags: granted("tags").then(|| profile.tags.clone()),
     }));
     let draws = Draws::new(seed.seed, call.request_id.clone());
+    let jobs_config = &state.config.jobs;
+    let jobs = CallJobs::new(
+        state.db.read.clone(),
+        JobContext {
+            plugin_id: plugin.manifest.id.clone(),
+            region: call.region.clone(),
+            caller_kind: record.caller_kind,
+            caller: record.caller.clone(),
+            customer_number: customer.map(|c| c.customer_number.clone()),
+            scheduled_by: call.request_id.clone(),
+            now_ms,
+            calendar: state.calendar.clone(),
+            settings: JobSettings {
+                pending_max: jobs_config.pending_max,
+                payload_bytes_max: jobs_config.payload_bytes_max,
+                per_call_max: jobs_config.per_call_max,
+                ahead_days_max: jobs_config.ahead_days_max,
+            },
+        },
+    );
     let input = CallInput {
         identity,
         request: call,
@@ -164,6 +217,8 @@ pub fn prepare(
         config: deployment.config.clone(),
         limits,
         plugin_id: plugin.id.clone(),
+        jobs,
+        job: None,
     };
     (input, record)
 }

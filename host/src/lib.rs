@@ -16,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod identity;
 pub mod invocation;
+pub mod jobs;
 pub mod ledger;
 pub mod metrics;
 pub mod registry;
@@ -52,6 +53,8 @@ pub struct Services {
     pub metrics: Arc<metrics::Metrics>,
     /// The draw seeds: committed before their day, revealed after it.
     pub fairness: Arc<audit::fairness::Fairness>,
+    /// Local days and working days.
+    pub calendar: Arc<calendar::Calendar>,
     /// Whether the token secret is the generated development secret.
     pub development_secret: bool,
     /// The admin token (from config, or generated into the database).
@@ -223,13 +226,13 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         std::time::Duration::from_secs(u64::from(audit_config.retention_days) * 86_400),
         std::time::Duration::from_secs(audit_config.sweep_interval_seconds),
     );
-    let fairness = Arc::new(audit::fairness::Fairness::new(db.clone(), calendar));
+    let fairness = Arc::new(audit::fairness::Fairness::new(db.clone(), calendar.clone()));
     fairness.start_committing(
         registry.clone(),
         audit_config.commit_days_ahead,
         std::time::Duration::from_secs(audit_config.commit_interval_seconds),
     );
-    Ok(Arc::new(Services {
+    let state = Arc::new(Services {
         config,
         db,
         runtime,
@@ -239,10 +242,13 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         committer,
         metrics,
         fairness,
+        calendar,
         development_secret,
         admin_token,
         admin_token_digest,
-    }))
+    });
+    jobs::runner::start(&state);
+    Ok(state)
 }
 
 /// The HTTP router over `state`.

@@ -4,7 +4,7 @@
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
 //! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
-//! [`clock`], [`log`]).
+//! [`clock`], [`log`], [`jobs`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -41,6 +41,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod identity;
+pub mod jobs;
 pub mod ledger;
 pub mod log;
 pub mod random;
@@ -49,6 +50,7 @@ mod response;
 pub mod store;
 
 pub use error::ScenarioError;
+pub use jobs::Job;
 pub use request::{Caller, Request};
 pub use response::Response;
 
@@ -78,9 +80,18 @@ pub use response::Response;
 pub trait Scenario {
     /// Handles one request: returns the response body, or why the plugin declined.
     fn handle(request: Request) -> Result<Response, ScenarioError>;
+
+    /// Runs one attempt of a job the plugin scheduled with [`jobs::schedule`]. Its writes
+    /// land with the job's completion, only if it returns `Ok`; otherwise the host retries it
+    /// later. A plugin that schedules no jobs keeps this default, which knows no job.
+    fn on_job(job: Job) -> Result<(), ScenarioError> {
+        let _ = job;
+        Err(ScenarioError::unknown_action())
+    }
 }
 
-/// Exports a [`Scenario`] implementation as the plugin's request handler.
+/// Exports a [`Scenario`] implementation as the plugin's request handler and job handler
+/// (world `scheduled-scenario`).
 ///
 /// Call it exactly once, at the top level of the plugin crate (a `cdylib`).
 ///
@@ -111,6 +122,14 @@ macro_rules! export {
                     $crate::__private::RawScenarioError,
                 > {
                     $crate::__private::handle::<$scenario>(request)
+                }
+            }
+
+            impl $crate::__private::JobGuest for LifecircleScenarioExport {
+                fn on_job(
+                    job: $crate::__private::RawJob,
+                ) -> ::core::result::Result<(), $crate::__private::RawScenarioError> {
+                    $crate::__private::on_job::<$scenario>(job)
                 }
             }
 

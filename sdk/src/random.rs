@@ -1,7 +1,9 @@
-//! Randomness for draws, from a seed the host derives for each call and records.
+//! Randomness for draws that customers and regulators can check.
 //!
-//! The sequence is a pure function of that seed and the order of calls, so an audited call
-//! can be replayed and every draw checked. Do not use it for secrets.
+//! The host keeps one secret seed per plugin, region and day, publishes its SHA-256 before
+//! the day and the seed after it. A call's draws are a pure function of that seed, the call's
+//! request id and the order of the draws, and every draw is recorded, so anyone can recompute
+//! each draw (`lifecircle verify-draw`). Do not use it for secrets: the seed is published.
 //!
 //! Import: list `"random"` under `[capabilities] interfaces` in `plugin.toml`.
 //!

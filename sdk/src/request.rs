@@ -51,7 +51,7 @@ impl Caller {
         }
     }
 
-    fn from_raw(raw: RawCaller) -> Self {
+    pub(crate) fn from_raw(raw: RawCaller) -> Self {
         match raw {
             RawCaller::Customer(customer) => Self::Customer {
                 pseudonym: customer.pseudonym,

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 const HELLO: Bundle = Bundle::new("reference/hello");
 
-const HOSTILE: [Bundle; 10] = [
+const HOSTILE: [Bundle; 11] = [
     Bundle::new("hostile/hostile-loop"),
     Bundle::new("hostile/hostile-loop").renamed("hostile-loop-unfueled"),
     Bundle::new("hostile/hostile-sleep"),
@@ -21,6 +21,7 @@ const HOSTILE: [Bundle; 10] = [
     Bundle::new("hostile/hostile-host-calls"),
     Bundle::new("hostile/hostile-log"),
     Bundle::new("hostile/hostile-store"),
+    Bundle::new("hostile/hostile-jobs"),
 ];
 
 const DEADLINE_MS: u64 = 1_000;
@@ -36,6 +37,9 @@ fn tight_limits(config: &mut Config) {
     config.limits.store_key_bytes_max = 256;
     config.limits.store_value_bytes_max = 64 << 10;
     config.limits.store_keys_max = 100;
+    config.jobs.per_call_max = 8;
+    config.jobs.payload_bytes_max = 1024;
+    config.jobs.ahead_days_max = 30;
     // The same endless loop with fuel to spare: only the epoch deadline can stop it.
     config.plugin_limits.insert(
         "hostile-loop-unfueled".into(),
@@ -47,7 +51,7 @@ fn tight_limits(config: &mut Config) {
 }
 
 /// (plugin, action, body, status, code)
-const CASES: [(&str, &str, &str, u16, &str); 16] = [
+const CASES: [(&str, &str, &str, u16, &str); 20] = [
     ("hostile-loop", "spin", "null", 504, "plugin_fuel_exhausted"),
     (
         "hostile-loop-unfueled",
@@ -125,6 +129,22 @@ const CASES: [(&str, &str, &str, u16, &str); 16] = [
         "plugin_store_key_too_large",
     ),
     ("hostile-store", "big-value", r#"{"bytes": 100}"#, 200, ""),
+    ("hostile-jobs", "flood", "null", 507, "plugin_job_limit"),
+    (
+        "hostile-jobs",
+        "big-payload",
+        r#"{"bytes": 4096}"#,
+        422,
+        "scenario_refused",
+    ),
+    (
+        "hostile-jobs",
+        "far",
+        r#"{"days": 31}"#,
+        422,
+        "scenario_refused",
+    ),
+    ("hostile-jobs", "big-payload", r#"{"bytes": 100}"#, 200, ""),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,6 +225,10 @@ async fn every_hostile_plugin_is_contained_while_hello_keeps_answering() {
         .count("SELECT COUNT(*) FROM store_entries WHERE plugin_id = 'hostile-store'")
         .await;
     assert_eq!(keys, 1);
+    let jobs = host
+        .count("SELECT COUNT(*) FROM jobs WHERE plugin_id = 'hostile-jobs'")
+        .await;
+    assert_eq!(jobs, 1, "only the one job within its limits was scheduled");
     let reply = host.call(&token, "hello", "count", json!(null)).await;
     assert_eq!(reply.body, json!({"count": 1}));
     host.stop().await;

@@ -7,6 +7,7 @@ mod fairness;
 mod hello;
 mod hostile;
 mod identity;
+mod jobs;
 mod ledger;
 mod loading;
 mod openapi;

@@ -183,7 +183,7 @@ async fn commitments(
     State(state): State<AppState>,
     Query(query): Query<CommitmentsQuery>,
 ) -> Result<Json<CommitmentList>, ApiError> {
-    let calendar = state.fairness.calendar();
+    let calendar = &state.calendar;
     let now_ms = state.registry.clock.now_ms();
     let day = |text: &Option<String>, name: &str, default: Date| match text {
         None => Ok(default),

@@ -8,6 +8,7 @@ pub(crate) mod audit;
 mod auth;
 mod body;
 mod health;
+mod jobs;
 mod partner;
 mod plugins;
 mod points;
@@ -64,6 +65,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(points::router())
         .merge(admin::router())
         .merge(audit::router())
+        .merge(jobs::router())
         .merge(partner::router())
         .merge(plugins::router())
         .merge(regions::router())
@@ -199,6 +201,7 @@ mod tests {
             ("admin.rs", include_str!("admin.rs")),
             ("audit.rs", include_str!("audit.rs")),
             ("health.rs", include_str!("health.rs")),
+            ("jobs.rs", include_str!("jobs.rs")),
             ("partner.rs", include_str!("partner.rs")),
             ("plugins.rs", include_str!("plugins.rs")),
             ("points.rs", include_str!("points.rs")),

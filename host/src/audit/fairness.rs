@@ -76,11 +76,6 @@ impl Fairness {
         }
     }
 
-    /// The calendar days are counted in.
-    pub fn calendar(&self) -> &Calendar {
-        &self.calendar
-    }
-
     /// The seed of `plugin_id` in `region` on the day of `now_ms`, committing it now if no
     /// host has yet.
     pub async fn seed(

@@ -1,6 +1,6 @@
 //! The one place the WIT contract in `wit/` becomes Rust: the host side of `world scenario`.
 //!
-//! `store` and `ledger` are async because they read the database; every import is trappable because each
+//! `store`, `ledger` and `jobs` are async because they read the database; every import is trappable because each
 //! counts against a limit that stops the call.
 
 wasmtime::component::bindgen!({
@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
     imports: {
         "lifecircle:scenario/store": async | trappable,
         "lifecircle:scenario/ledger": async | trappable,
+        "lifecircle:scenario/jobs": async | trappable,
         default: trappable,
     },
     exports: { default: async },

@@ -31,6 +31,9 @@ pub enum LimitExceeded {
     /// More ledger writes than `ledger.writes_per_call_max`.
     #[error("more than {0} ledger writes")]
     LedgerWrites(u64),
+    /// More jobs scheduled than `jobs.per_call_max`.
+    #[error("more than {0} jobs scheduled in one call")]
+    JobsPerCall(u64),
     /// A plugin asked for a random number below 0.
     #[error("random.below(0) has no answer")]
     RandomBelowZero,

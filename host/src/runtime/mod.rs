@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{
-    Component, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem,
+    Component, ComponentExportIndex, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem,
 };
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -28,6 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Draw, Draws};
 use crate::config::{EngineConfig, Limits};
 use crate::error::ErrorCode;
+use crate::jobs::CallJobs;
 use crate::ledger::CallLedger;
 use crate::registry::CallConfig;
 use crate::store::{CallStore, WriteSet};
@@ -42,8 +43,11 @@ const PACKAGE: &str = "lifecircle:scenario";
 
 /// The host capabilities a manifest may request, by short interface name.
 pub const CAPABILITIES: &[&str] = &[
-    "store", "config", "random", "clock", "log", "ledger", "identity",
+    "store", "config", "random", "clock", "log", "ledger", "identity", "jobs",
 ];
+
+/// The export that runs scheduled jobs (world `scheduled-scenario`), and its function.
+const JOB_HANDLER: (&str, &str) = ("lifecircle:scenario/job-handler@0.1.0", "on-job");
 
 /// The customer profile fields a manifest may request through `identity`.
 pub const IDENTITY_FIELDS: &[&str] = &["region", "tier", "tags"];
@@ -110,11 +114,32 @@ pub enum LoadError {
     /// The component does not export the `handler` this host calls.
     #[error("does not target world `scenario` of {PACKAGE}@0.1.0: {0:#}")]
     NotAScenario(wasmtime::Error),
+    /// The component schedules jobs but cannot run them.
+    #[error(
+        "imports `jobs` but does not export `job-handler`; build it for world \
+         `scheduled-scenario` (the SDK's `export!` does)"
+    )]
+    NoJobHandler,
 }
 
 /// A plugin component compiled, checked and pre-linked: instantiating it is cheap.
 pub struct CompiledPlugin {
     pre: bindings::ScenarioPre<CallState>,
+    /// Where `job-handler.on-job` is, if the component exports it.
+    on_job: Option<ComponentExportIndex>,
+}
+
+/// The job a call runs instead of a request (through `job-handler.on-job`).
+#[derive(Debug, Clone)]
+pub struct JobCall {
+    /// The job id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When it was due.
+    pub due_at_ms: i64,
 }
 
 /// Who made a call, as the plugin sees it.
@@ -171,6 +196,10 @@ pub struct CallInput {
     pub limits: Limits,
     /// The plugin id (for log lines).
     pub plugin_id: Arc<str>,
+    /// The plugin's view of `jobs`.
+    pub jobs: CallJobs,
+    /// The job to run instead of `request` (whose body is then the job's payload).
+    pub job: Option<JobCall>,
 }
 
 /// What a call produced.
@@ -293,6 +322,7 @@ pub struct CallState {
     clock: clock::CallClock,
     log: log::CallLog,
     identity: identity::CallIdentity,
+    jobs: CallJobs,
 }
 
 // `types` declares only types; there is nothing to implement.
@@ -387,6 +417,11 @@ impl Runtime {
             Metered::new(&mut state.host_calls, &mut state.identity)
         })?;
 
+        bindings::lifecircle::scenario::jobs::add_to_linker::<_, Metering<CallJobs>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.jobs),
+        )?;
+
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(
             engine.clone(),
@@ -421,7 +456,13 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|error| LoadError::Unsupported(format!("{error:#}")))?;
         let pre = bindings::ScenarioPre::new(instance_pre).map_err(LoadError::NotAScenario)?;
-        Ok(CompiledPlugin { pre })
+        let on_job = component
+            .get_export_index(None, JOB_HANDLER.0)
+            .and_then(|handler| component.get_export_index(Some(&handler), JOB_HANDLER.1));
+        if on_job.is_none() && requested.iter().any(|r| r == "jobs") {
+            return Err(LoadError::NoJobHandler);
+        }
+        Ok(CompiledPlugin { pre, on_job })
     }
 
     fn check_imports(&self, component: &Component, requested: &[String]) -> Result<(), LoadError> {
@@ -493,6 +534,7 @@ impl Runtime {
                 limits.log_bytes_max,
             ),
             identity: input.identity,
+            jobs: input.jobs,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -505,28 +547,54 @@ impl Runtime {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
 
+        let job = input.job;
         let request = input.request;
+        let job = job.map(|job| wit::Job {
+            id: job.id,
+            name: job.name,
+            payload: request.body.clone(),
+            caller: caller_to_wit(request.caller.clone()),
+            region: request.region.clone(),
+            attempt: job.attempt,
+            due_at_ms: job.due_at_ms,
+        });
         let request = wit::Request {
             action: request.action,
             body: request.body,
-            caller: match request.caller {
-                Caller::Customer { pseudonym } => {
-                    wit::Caller::Customer(wit::Customer { pseudonym })
-                }
-                Caller::Partner { partner_id } => wit::Caller::Partner(wit::Partner { partner_id }),
-                Caller::Scheduler => wit::Caller::Scheduler,
-            },
+            caller: caller_to_wit(request.caller),
             region: request.region,
             request_id: request.request_id,
             idempotency_key: request.idempotency_key,
         };
 
         let outcome = tokio::time::timeout(deadline, async {
-            let scenario = plugin.pre.instantiate_async(&mut store).await?;
-            scenario
-                .lifecircle_scenario_handler()
-                .call_handle(&mut store, &request)
-                .await
+            match job {
+                None => {
+                    let scenario = plugin.pre.instantiate_async(&mut store).await?;
+                    scenario
+                        .lifecircle_scenario_handler()
+                        .call_handle(&mut store, &request)
+                        .await
+                }
+                Some(job) => {
+                    let index = plugin.on_job.as_ref().ok_or_else(|| {
+                        HostFailure("the plugin exports no job-handler to run its job".into())
+                    })?;
+                    let instance = plugin
+                        .pre
+                        .instance_pre()
+                        .instantiate_async(&mut store)
+                        .await?;
+                    let on_job = instance
+                        .get_typed_func::<(wit::Job,), (Result<(), wit::ScenarioError>,)>(
+                            &mut store, index,
+                        )?;
+                    let (result,) = on_job.call_async(&mut store, (job,)).await?;
+                    Ok(result.map(|()| wit::Response {
+                        body: "null".into(),
+                    }))
+                }
+            }
         })
         .await;
 
@@ -548,6 +616,7 @@ impl Runtime {
                     let state = store.data_mut();
                     let mut writes = std::mem::take(&mut state.store).into_writes();
                     writes.ledger = std::mem::take(&mut state.ledger).into_operations();
+                    writes.jobs = std::mem::take(&mut state.jobs).into_writes();
                     writes.now_ms = since_epoch.as_millis() as i64;
                     (Ok(body), writes)
                 }
@@ -586,6 +655,14 @@ fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
         .expect("the epoch thread starts");
 }
 
+fn caller_to_wit(caller: Caller) -> wit::Caller {
+    match caller {
+        Caller::Customer { pseudonym } => wit::Caller::Customer(wit::Customer { pseudonym }),
+        Caller::Partner { partner_id } => wit::Caller::Partner(wit::Partner { partner_id }),
+        Caller::Scheduler => wit::Caller::Scheduler,
+    }
+}
+
 fn deadline_error(deadline_ms: u64) -> CallError {
     CallError::Limit {
         code: ErrorCode::PluginDeadlineExceeded,
@@ -605,6 +682,7 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> CallError {
             LimitExceeded::StoreKeyBytes(_) => ErrorCode::PluginStoreKeyTooLarge,
             LimitExceeded::StoreValueBytes(_) => ErrorCode::PluginStoreValueTooLarge,
             LimitExceeded::LedgerWrites(_) => ErrorCode::PluginLedgerWriteLimit,
+            LimitExceeded::JobsPerCall(_) => ErrorCode::PluginJobLimit,
             LimitExceeded::RandomBelowZero => return CallError::Trapped(limit.to_string()),
         };
         return CallError::Limit {

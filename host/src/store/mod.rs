@@ -88,12 +88,14 @@ pub struct WriteSet {
     pub ledger: Vec<crate::ledger::BufferedOperation>,
     /// The call's time, for the ledger writes.
     pub now_ms: i64,
+    /// The call's jobs: scheduled, cancelled, and the one it completes.
+    pub jobs: crate::jobs::JobWrites,
 }
 
 impl WriteSet {
     /// Whether there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.ledger.is_empty()
+        self.ops.is_empty() && self.ledger.is_empty() && self.jobs.is_empty()
     }
 }
 
@@ -130,6 +132,9 @@ pub enum ApplyError {
     /// An idempotency key the call used was taken by another call first.
     #[error("idempotency key {0:?} was used by another call first")]
     KeyTaken(String),
+    /// The call's jobs do not hold (the plugin's limit, or a lost lease).
+    #[error("{0:?}")]
+    Jobs(crate::jobs::JobConflict),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -154,6 +159,7 @@ impl CallStore {
             keys_max: self.limits.map_or(0, |l| l.keys_max),
             ledger: Vec::new(),
             now_ms: 0,
+            jobs: Default::default(),
         }
     }
 

@@ -13,13 +13,24 @@
 //! | `note-set` | `{"text": "..."}` | `{"text": "..."}` | store (customers only) |
 //! | `note-get` | ignored | `{"text": "..."}` or `{"text": null}` | store (customers only) |
 //! | `note-replace` | `{"expected": "..."/null, "text": "..."/null}` | `{"replaced": bool}` | store |
+//! | `remind` | `{"after_seconds"?: n, "working_days"?: n, "fail_attempts"?: n}` | `{"job": id}` | jobs |
+//! | `remind-then-fail` | as `remind` | refused `demo_failure`, after scheduling | jobs |
+//! | `cancel-reminder` | `{"job": id}` | `{"cancelled": bool}` | jobs |
+//! | `reminders` | ignored | `{"reminded": n}`: reminder jobs run for the customer | store |
+//!
+//! A `remind` job (scheduled once per `Idempotency-Key`, or per request without one) adds one
+//! to the customer's `reminded` count when it runs; with `fail_attempts: n` its first `n`
+//! attempts fail on purpose, so the host's retries can be seen.
 //!
 //! `count-then-fail` and `count-then-panic` exist for the host's tests: they prove that a
 //! call which returns an error or traps leaves nothing in the store.
 
 use lifecircle_sdk::identity;
+use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
-use lifecircle_sdk::{Caller, Request, Response, Scenario, ScenarioError, clock, config, random};
+use lifecircle_sdk::{
+    Caller, Job, Request, Response, Scenario, ScenarioError, clock, config, random,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -59,6 +70,39 @@ impl Scenario for Hello {
             "note-set" => note_set(&request),
             "note-get" => note_get(&request),
             "note-replace" => note_replace(&request),
+            "remind" => remind(&request),
+            "remind-then-fail" => {
+                remind(&request)?;
+                Err(ScenarioError::refused(
+                    "demo_failure",
+                    "Scheduled, then failed on purpose: the job must not be kept.",
+                ))
+            }
+            "cancel-reminder" => cancel_reminder(&request),
+            "reminders" => reminders(&request),
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+
+    fn on_job(job: Job) -> Result<(), ScenarioError> {
+        match job.name() {
+            "remind" => {
+                let Reminder { fail_attempts } = job.json()?;
+                if job.attempt() <= fail_attempts {
+                    return Err(ScenarioError::refused(
+                        "reminder_failed_on_purpose",
+                        format!("attempt {} of a reminder failed on purpose", job.attempt()),
+                    ));
+                }
+                let key = format!("reminded/{}", job.customer_pseudonym().unwrap_or("-"));
+                store::increment(&key, 1, Bounds::NON_NEGATIVE).map_err(|_| {
+                    ScenarioError::conflict(
+                        "reminders_not_counted",
+                        "The reminder count is broken.",
+                    )
+                })?;
+                Ok(())
+            }
             _ => Err(ScenarioError::unknown_action()),
         }
     }
@@ -299,4 +343,85 @@ mod tests {
         let error = Hello::handle(customer("nope", "null")).expect_err("unknown");
         assert_eq!(error, ScenarioError::unknown_action());
     }
+}
+
+/// The most seconds a reminder may wait: bounds how far ahead a client can make it schedule.
+const REMIND_SECONDS_MAX: u64 = 30 * 86_400;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemindBody {
+    after_seconds: Option<u64>,
+    working_days: Option<u32>,
+    #[serde(default)]
+    fail_attempts: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Reminder {
+    fail_attempts: u32,
+}
+
+#[derive(Serialize)]
+struct JobAnswer {
+    job: String,
+}
+
+/// Schedules a reminder for the calling customer.
+fn remind(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let body: RemindBody = request.json()?;
+    let when = match (body.after_seconds, body.working_days) {
+        (Some(seconds), None) if seconds <= REMIND_SECONDS_MAX => When::AfterSeconds(seconds),
+        (None, Some(days)) if days <= 30 => When::AfterWorkingDays(days),
+        (None, None) => When::AfterSeconds(0),
+        _ => {
+            return Err(ScenarioError::invalid_input(
+                "when_invalid",
+                "give after_seconds (at most 30 days) or working_days (at most 30), not both",
+            ));
+        }
+    };
+    let key = format!(
+        "remind/{pseudonym}/{}",
+        request.idempotency_key().unwrap_or(request.request_id())
+    );
+    let reminder = Reminder {
+        fail_attempts: body.fail_attempts,
+    };
+    let job = jobs::schedule("remind", &reminder, when, &key)?;
+    Response::json(&JobAnswer { job })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    job: String,
+}
+
+#[derive(Serialize)]
+struct CancelAnswer {
+    cancelled: bool,
+}
+
+fn cancel_reminder(request: &Request) -> Result<Response, ScenarioError> {
+    request.require_customer()?;
+    let CancelBody { job } = request.json()?;
+    Response::json(&CancelAnswer {
+        cancelled: jobs::cancel(&job),
+    })
+}
+
+#[derive(Serialize)]
+struct RemindersAnswer {
+    reminded: i64,
+}
+
+fn reminders(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let reminded = store::get(&format!("reminded/{pseudonym}"))
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    Response::json(&RemindersAnswer { reminded })
 }
