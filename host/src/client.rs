@@ -143,6 +143,10 @@ pub struct EnableArgs {
     /// Days the points it awards here stay valid.
     #[arg(long)]
     points_validity_days: Option<u32>,
+    /// A host it may reach through `outbound`, of those its manifest asks for (repeat for
+    /// more).
+    #[arg(long = "outbound-host", value_name = "HOST")]
+    outbound_hosts: Vec<String>,
 }
 
 /// A remote admin command.
@@ -354,6 +358,7 @@ async fn request(remote: &Remote, command: Command) -> anyhow::Result<(Answer, P
                 "starts_at_ms": args.starts_at_ms,
                 "ends_at_ms": args.ends_at_ms,
                 "points_validity_days": args.points_validity_days,
+                "outbound_hosts": args.outbound_hosts,
             });
             let path = at(&args.placement);
             (

@@ -73,6 +73,59 @@ pub struct Config {
     /// Scheduled plugin work.
     #[serde(default)]
     pub jobs: JobsConfig,
+    /// Plugins' HTTP requests to partner systems.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// Plugins' HTTP requests to partner systems (`outbound`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Longest wait for one response, body included, in milliseconds.
+    #[serde(default = "default_outbound_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Total time one call may wait on responses, in milliseconds. It extends the call's
+    /// deadline (waiting burns no fuel).
+    #[serde(default = "default_outbound_wait_ms_max")]
+    pub wait_ms_max: u64,
+    /// Requests one call may make.
+    #[serde(default = "default_outbound_requests_per_call_max")]
+    pub requests_per_call_max: u32,
+    /// Bytes of one request body.
+    #[serde(default = "default_outbound_request_bytes_max")]
+    pub request_bytes_max: u64,
+    /// Bytes of one response body.
+    #[serde(default = "default_outbound_response_bytes_max")]
+    pub response_bytes_max: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: default_outbound_timeout_ms(),
+            wait_ms_max: default_outbound_wait_ms_max(),
+            requests_per_call_max: default_outbound_requests_per_call_max(),
+            request_bytes_max: default_outbound_request_bytes_max(),
+            response_bytes_max: default_outbound_response_bytes_max(),
+        }
+    }
+}
+
+fn default_outbound_timeout_ms() -> u64 {
+    5_000
+}
+fn default_outbound_wait_ms_max() -> u64 {
+    15_000
+}
+fn default_outbound_requests_per_call_max() -> u32 {
+    8
+}
+fn default_outbound_request_bytes_max() -> u64 {
+    256 << 10
+}
+fn default_outbound_response_bytes_max() -> u64 {
+    1 << 20
 }
 
 /// Scheduled plugin work.
@@ -857,6 +910,21 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
         }
+        let outbound = &self.outbound;
+        for (name, value) in [
+            ("outbound.timeout_ms", outbound.timeout_ms),
+            ("outbound.wait_ms_max", outbound.wait_ms_max),
+            (
+                "outbound.requests_per_call_max",
+                u64::from(outbound.requests_per_call_max),
+            ),
+            ("outbound.request_bytes_max", outbound.request_bytes_max),
+            ("outbound.response_bytes_max", outbound.response_bytes_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
         let jobs = &self.jobs;
         for (name, value) in [
             ("jobs.pending_max", jobs.pending_max),
@@ -885,9 +953,11 @@ impl Config {
             )
             .max()
             .unwrap_or(0);
-        if jobs.lease_ms <= deadline_max.saturating_mul(2) {
+        let longest_call = deadline_max.saturating_add(outbound.wait_ms_max);
+        if jobs.lease_ms <= longest_call.saturating_mul(2) {
             return Err(ConfigError::Invalid(format!(
-                "jobs.lease_ms ({}) must be more than twice the longest plugin deadline ({deadline_max} ms), \
+                "jobs.lease_ms ({}) must be more than twice the longest a call can run \
+                 ({longest_call} ms: the longest plugin deadline plus outbound.wait_ms_max), \
                  so a running job is not taken over while it runs",
                 jobs.lease_ms
             )));

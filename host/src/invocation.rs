@@ -13,6 +13,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::identity::customers::Profile;
 use crate::jobs::{CallJobs, JobContext, JobLease, JobSettings};
 use crate::ledger::{CallLedger, LedgerSettings};
+use crate::outbound::CallOutbound;
 use crate::registry::Deployment;
 use crate::runtime::identity::{CallIdentity, Fields};
 use crate::runtime::{CallError, CallInput, Caller, JobCall, Request};
@@ -219,6 +220,12 @@ pub fn prepare(
         plugin_id: plugin.id.clone(),
         jobs,
         job: None,
+        outbound: CallOutbound::new(
+            state.http.clone(),
+            deployment.outbound.clone(),
+            state.config.outbound,
+            plugin.id.clone(),
+        ),
     };
     (input, record)
 }

@@ -19,6 +19,7 @@ pub mod invocation;
 pub mod jobs;
 pub mod ledger;
 pub mod metrics;
+pub mod outbound;
 pub mod registry;
 pub mod runtime;
 pub mod store;
@@ -55,6 +56,8 @@ pub struct Services {
     pub fairness: Arc<audit::fairness::Fairness>,
     /// Local days and working days.
     pub calendar: Arc<calendar::Calendar>,
+    /// The HTTP client plugins' `outbound` requests share.
+    pub http: reqwest::Client,
     /// Whether the token secret is the generated development secret.
     pub development_secret: bool,
     /// The admin token (from config, or generated into the database).
@@ -243,6 +246,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics,
         fairness,
         calendar,
+        http: outbound::client(),
         development_secret,
         admin_token,
         admin_token_digest,

@@ -4,7 +4,7 @@
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
 //! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
-//! [`clock`], [`log`], [`jobs`]).
+//! [`clock`], [`log`], [`jobs`], [`outbound`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -44,6 +44,7 @@ pub mod identity;
 pub mod jobs;
 pub mod ledger;
 pub mod log;
+pub mod outbound;
 pub mod random;
 mod request;
 mod response;

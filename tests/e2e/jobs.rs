@@ -239,6 +239,7 @@ on_each_backend! {
             quick_jobs(config);
             config.limits.deadline_ms = 1_000;
             config.jobs.lease_ms = 2_500;
+            config.outbound.wait_ms_max = 100;
         })
         .await;
         let alice = host.token("alice", "cn");

@@ -11,6 +11,7 @@ mod jobs;
 mod ledger;
 mod loading;
 mod openapi;
+mod outbound;
 mod points;
 mod registry;
 mod store;

@@ -340,6 +340,10 @@ struct RowBody {
     ends_at_ms: Option<i64>,
     #[serde(default)]
     points_validity_days: Option<u32>,
+    /// Hosts the plugin may reach through `outbound` in this subtree (of those its manifest
+    /// asks for).
+    #[serde(default)]
+    outbound_hosts: Vec<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -377,6 +381,7 @@ async fn put_row(
         starts_at_ms: body.starts_at_ms,
         ends_at_ms: body.ends_at_ms,
         points_validity_days: body.points_validity_days,
+        outbound_hosts: body.outbound_hosts,
     };
     let limits = &state.config;
     let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;

@@ -122,9 +122,11 @@ pub async fn install(registry: &Registry, dir: &Path) -> Result<(), RegistryErro
             {
                 continue;
             }
-            let setting = current
-                .map(|row| row.setting)
-                .unwrap_or_else(Setting::default);
+            // Development grants the plugin every host it asks for.
+            let setting = Setting {
+                outbound_hosts: bundle.manifest.capabilities.outbound_hosts.clone(),
+                ..current.map(|row| row.setting).unwrap_or_default()
+            };
             let change = Change {
                 version: Some(&version),
                 enabled: true,

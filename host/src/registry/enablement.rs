@@ -36,6 +36,10 @@ pub struct Setting {
     /// Days the points the plugin awards here stay valid (default: its manifest's).
     #[serde(default)]
     pub points_validity_days: Option<u32>,
+    /// Hosts the plugin may reach through `outbound` here: some of those its manifest asks
+    /// for (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_hosts: Vec<String>,
 }
 
 impl Setting {
@@ -170,6 +174,21 @@ pub async fn check(
         .manifest()
         .ok_or_else(|| EnableError::Invalid("the stored manifest does not parse".into()))?;
     check_setting(setting, config_bytes_max, points_validity_days_max)?;
+    let requested = &manifest.capabilities.outbound_hosts;
+    if let Some(host) = setting
+        .outbound_hosts
+        .iter()
+        .find(|host| !requested.contains(host))
+    {
+        return Err(EnableError::Invalid(format!(
+            "outbound_hosts: {plugin_id} {version} does not ask for {host:?} (it asks for: {})",
+            if requested.is_empty() {
+                "nothing".to_owned()
+            } else {
+                requested.join(", ")
+            }
+        )));
+    }
     let merged = merged_config(&manifest.defaults(), &setting.config);
     if let Some(schema) = manifest.schema().map_err(EnableError::Invalid)? {
         let problems = schema.problems(&Value::Object(merged));

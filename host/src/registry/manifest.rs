@@ -83,6 +83,11 @@ pub struct Capabilities {
     /// `tags`); it sees those the bank's reviewer granted.
     #[serde(default)]
     pub identity_fields: Vec<String>,
+    /// Hosts the plugin asks to reach through `outbound` (`api.water.example`,
+    /// `api.water.example:8443`, `*.water.example`); it reaches those the bank grants in a
+    /// region.
+    #[serde(default)]
+    pub outbound_hosts: Vec<String>,
 }
 
 impl Manifest {
@@ -165,6 +170,18 @@ impl Manifest {
                     IDENTITY_FIELDS.join(", ")
                 ));
             }
+        }
+        for (index, rule) in self.capabilities.outbound_hosts.iter().enumerate() {
+            crate::outbound::HostRule::parse(rule).map_err(|problem| {
+                format!("{MANIFEST_FILE}: capabilities.outbound_hosts[{index}]: {problem}")
+            })?;
+        }
+        if !self.capabilities.outbound_hosts.is_empty()
+            && !self.capabilities.interfaces.iter().any(|i| i == "outbound")
+        {
+            return Err(format!(
+                "{MANIFEST_FILE}: capabilities.outbound_hosts needs \"outbound\" in capabilities.interfaces"
+            ));
         }
         for (index, interface) in self.capabilities.interfaces.iter().enumerate() {
             if !CAPABILITIES.contains(&interface.as_str()) {

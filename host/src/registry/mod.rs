@@ -77,6 +77,9 @@ pub struct Deployment {
     pub config_digest: String,
     /// How long the points it awards stay valid, in milliseconds.
     pub points_validity_ms: i64,
+    /// The hosts it may reach through `outbound`: those granted here that its manifest asks
+    /// for.
+    pub outbound: Arc<[crate::outbound::HostRule]>,
 }
 
 impl Deployment {
@@ -359,7 +362,16 @@ impl Registry {
             .or(plugin.manifest.points_validity_days)
             .unwrap_or(ledger.points_validity_days)
             .min(ledger.points_validity_days_max);
+        let requested = &plugin.manifest.capabilities.outbound_hosts;
+        let outbound = row
+            .setting
+            .outbound_hosts
+            .iter()
+            .filter(|host| requested.contains(host))
+            .filter_map(|host| crate::outbound::HostRule::parse(host).ok())
+            .collect();
         Deployment {
+            outbound,
             region: row.region.clone(),
             revision: row.revision,
             setting: row.setting.clone(),

@@ -1,6 +1,7 @@
 //! The one place the WIT contract in `wit/` becomes Rust: the host side of `world scenario`.
 //!
-//! `store`, `ledger` and `jobs` are async because they read the database; every import is trappable because each
+//! `store`, `ledger` and `jobs` are async because they read the database, `outbound` because
+//! it waits on the network; every import is trappable because each
 //! counts against a limit that stops the call.
 
 wasmtime::component::bindgen!({
@@ -10,6 +11,7 @@ wasmtime::component::bindgen!({
         "lifecircle:scenario/store": async | trappable,
         "lifecircle:scenario/ledger": async | trappable,
         "lifecircle:scenario/jobs": async | trappable,
+        "lifecircle:scenario/outbound": async | trappable,
         default: trappable,
     },
     exports: { default: async },

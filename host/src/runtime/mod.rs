@@ -14,8 +14,9 @@ pub mod identity;
 pub mod limits;
 pub mod log;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{
@@ -30,6 +31,7 @@ use crate::config::{EngineConfig, Limits};
 use crate::error::ErrorCode;
 use crate::jobs::CallJobs;
 use crate::ledger::CallLedger;
+use crate::outbound::CallOutbound;
 use crate::registry::CallConfig;
 use crate::store::{CallStore, WriteSet};
 use bindings::lifecircle::scenario::types as wit;
@@ -43,7 +45,7 @@ const PACKAGE: &str = "lifecircle:scenario";
 
 /// The host capabilities a manifest may request, by short interface name.
 pub const CAPABILITIES: &[&str] = &[
-    "store", "config", "random", "clock", "log", "ledger", "identity", "jobs",
+    "store", "config", "random", "clock", "log", "ledger", "identity", "jobs", "outbound",
 ];
 
 /// The export that runs scheduled jobs (world `scheduled-scenario`), and its function.
@@ -200,6 +202,8 @@ pub struct CallInput {
     pub jobs: CallJobs,
     /// The job to run instead of `request` (whose body is then the job's payload).
     pub job: Option<JobCall>,
+    /// The plugin's view of `outbound`.
+    pub outbound: CallOutbound,
 }
 
 /// What a call produced.
@@ -323,6 +327,10 @@ pub struct CallState {
     log: log::CallLog,
     identity: identity::CallIdentity,
     jobs: CallJobs,
+    outbound: CallOutbound,
+    /// When the call started and how long it may compute; its outbound wait extends it.
+    deadline: (Instant, Duration),
+    outbound_waited: Arc<AtomicU64>,
 }
 
 // `types` declares only types; there is nothing to implement.
@@ -420,6 +428,10 @@ impl Runtime {
         bindings::lifecircle::scenario::jobs::add_to_linker::<_, Metering<CallJobs>>(
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.jobs),
+        )?;
+        bindings::lifecircle::scenario::outbound::add_to_linker::<_, Metering<CallOutbound>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.outbound),
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -535,7 +547,11 @@ impl Runtime {
             ),
             identity: input.identity,
             jobs: input.jobs,
+            outbound_waited: input.outbound.waited(),
+            outbound: input.outbound,
+            deadline: (started, deadline),
         };
+        let waited = state.outbound_waited.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Fuel cannot fail to be set when fuel is enabled, which `new` does.
@@ -543,9 +559,25 @@ impl Runtime {
         let _ = store.fuel_async_yield_interval(Some(self.settings.fuel_yield_interval));
         // The epoch deadline traps a plugin that computes past its time; the outer timeout
         // below also covers time blocked inside host calls, where epochs are not checked.
-        let ticks = limits.deadline_ms.div_ceil(self.settings.epoch_tick_ms) + 1;
+        let tick_ms = self.settings.epoch_tick_ms;
+        let ticks = limits.deadline_ms.div_ceil(tick_ms) + 1;
         store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // Time spent waiting on outbound responses extends the deadline: the plugin did not
+        // compute then.
+        store.epoch_deadline_callback(move |context| {
+            let state = context.data();
+            let (started, deadline) = state.deadline;
+            let waited = Duration::from_micros(state.outbound_waited.load(Ordering::Relaxed));
+            let end = started + deadline + waited;
+            let now = Instant::now();
+            if now >= end {
+                return Err(Trap::Interrupt.into());
+            }
+            let left = (end - now).as_millis() as u64;
+            Ok(wasmtime::UpdateDeadline::Continue(
+                left.div_ceil(tick_ms) + 1,
+            ))
+        });
 
         let job = input.job;
         let request = input.request;
@@ -567,7 +599,7 @@ impl Runtime {
             idempotency_key: request.idempotency_key,
         };
 
-        let outcome = tokio::time::timeout(deadline, async {
+        let outcome = extended_timeout(started, deadline, &waited, async {
             match job {
                 None => {
                     let scenario = plugin.pre.instantiate_async(&mut store).await?;
@@ -653,6 +685,30 @@ fn spawn_epoch_ticker(engine: Engine, tick: Duration, stop: Arc<AtomicBool>) {
             }
         })
         .expect("the epoch thread starts");
+}
+
+/// Runs `call` until it ends or its time is up: `deadline` from `started`, plus the outbound
+/// wait in `waited` (µs), which grows while the call runs.
+async fn extended_timeout<T>(
+    started: Instant,
+    deadline: Duration,
+    waited: &AtomicU64,
+    call: impl Future<Output = T>,
+) -> Result<T, tokio::time::error::Elapsed> {
+    let mut call = std::pin::pin!(call);
+    loop {
+        let end = started + deadline + Duration::from_micros(waited.load(Ordering::Relaxed));
+        match tokio::time::timeout_at(end.into(), &mut call).await {
+            Ok(done) => return Ok(done),
+            Err(elapsed) => {
+                let extended =
+                    started + deadline + Duration::from_micros(waited.load(Ordering::Relaxed));
+                if Instant::now() >= extended {
+                    return Err(elapsed);
+                }
+            }
+        }
+    }
 }
 
 fn caller_to_wit(caller: Caller) -> wit::Caller {

@@ -17,6 +17,7 @@
 //! | `remind-then-fail` | as `remind` | refused `demo_failure`, after scheduling | jobs |
 //! | `cancel-reminder` | `{"job": id}` | `{"cancelled": bool}` | jobs |
 //! | `reminders` | ignored | `{"reminded": n}`: reminder jobs run for the customer | store |
+//! | `fetch` | `{"url": "...", "method"?: "GET", "body"?: "..."}` | `{"status": n, "body": "..."}` | outbound |
 //!
 //! A `remind` job (scheduled once per `Idempotency-Key`, or per request without one) adds one
 //! to the customer's `reminded` count when it runs; with `fail_attempts: n` its first `n`
@@ -27,6 +28,7 @@
 
 use lifecircle_sdk::identity;
 use lifecircle_sdk::jobs::{self, When};
+use lifecircle_sdk::outbound::HttpRequest;
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
 use lifecircle_sdk::{
     Caller, Job, Request, Response, Scenario, ScenarioError, clock, config, random,
@@ -80,6 +82,7 @@ impl Scenario for Hello {
             }
             "cancel-reminder" => cancel_reminder(&request),
             "reminders" => reminders(&request),
+            "fetch" => fetch(&request),
             _ => Err(ScenarioError::unknown_action()),
         }
     }
@@ -424,4 +427,40 @@ fn reminders(request: &Request) -> Result<Response, ScenarioError> {
         .and_then(|text| text.parse().ok())
         .unwrap_or(0);
     Response::json(&RemindersAnswer { reminded })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchBody {
+    url: String,
+    #[serde(default = "get")]
+    method: String,
+    body: Option<String>,
+}
+
+fn get() -> String {
+    "GET".to_owned()
+}
+
+#[derive(Serialize)]
+struct FetchAnswer {
+    status: u16,
+    body: String,
+}
+
+/// Fetches a URL on the plugin's allow-list; a refused or failed request is a refusal whose
+/// code names why (`outbound_host_not_allowed`, `outbound_timeout`, ...).
+fn fetch(request: &Request) -> Result<Response, ScenarioError> {
+    let FetchBody { url, method, body } = request.json()?;
+    let mut outgoing = HttpRequest::new(&method, &url);
+    if let Some(body) = body {
+        outgoing = outgoing
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = outgoing.send()?;
+    Response::json(&FetchAnswer {
+        status: response.status,
+        body: response.text(),
+    })
 }

@@ -1,0 +1,312 @@
+//! The `outbound` interface: HTTP from a plugin to the hosts on its allow-list, nowhere else.
+//!
+//! The allow-list of a call is what its deployment grants: hosts the manifest requests
+//! (`[capabilities] outbound_hosts`) that the region's enablement row lists in its
+//! `outbound_hosts`. A rule is a host name (`api.water.example`), optionally with a port
+//! (`api.water.example:8443`), or `*.` and a domain for its subdomains. Redirects are not
+//! followed, so a response cannot lead the plugin elsewhere.
+//!
+//! Every request is bounded: the timeout, request and response bytes, requests per call, and
+//! the call's total outbound wait, which extends the call's deadline (the runtime reads it
+//! through [`CallOutbound::waited`]) and never burns fuel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::OutboundConfig;
+use crate::runtime::Metered;
+use crate::runtime::interfaces::outbound as wit;
+
+/// One allow-list entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRule {
+    /// Lowercase host name or IP address; for a wildcard, the domain after `*.`.
+    host: String,
+    /// Whether subdomains of `host` match (and `host` itself does not).
+    subdomains: bool,
+    /// The only port allowed, if one.
+    port: Option<u16>,
+}
+
+impl HostRule {
+    /// Parses `host`, `host:port` or `*.domain[:port]`.
+    pub fn parse(text: &str) -> Result<HostRule, String> {
+        let problem = || {
+            format!(
+                "{text:?} is not a host rule: give a host name or IP address, optionally with \
+                 :port, or *.domain for its subdomains (no scheme, no path)"
+            )
+        };
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => {
+                (host, Some(port.parse::<u16>().map_err(|_| problem())?))
+            }
+            _ => (text, None),
+        };
+        let (host, subdomains) = match host.strip_prefix("*.") {
+            Some(domain) => (domain, true),
+            None => (host, false),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .split('.')
+                .all(|label| !label.is_empty() && label.len() <= 63)
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid {
+            return Err(problem());
+        }
+        Ok(HostRule {
+            host: host.to_ascii_lowercase(),
+            subdomains,
+            port,
+        })
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        let host_matches = if self.subdomains {
+            host.strip_suffix(&self.host)
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_matches && self.port.is_none_or(|only| only == port)
+    }
+}
+
+/// Whether `rules` allow `url`'s host and port.
+pub fn allowed(rules: &[HostRule], url: &reqwest::Url) -> bool {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rules.iter().any(|rule| rule.allows(host, port))
+}
+
+/// One call's `outbound`: its allow-list, limits and what it has used.
+#[derive(Default)]
+pub struct CallOutbound {
+    client: Option<reqwest::Client>,
+    rules: Arc<[HostRule]>,
+    settings: Option<OutboundConfig>,
+    plugin_id: Arc<str>,
+    requests: u32,
+    waited: Arc<AtomicU64>,
+}
+
+impl CallOutbound {
+    /// The outbound of a call of `plugin_id` allowed to reach `rules`.
+    pub fn new(
+        client: reqwest::Client,
+        rules: Arc<[HostRule]>,
+        settings: OutboundConfig,
+        plugin_id: Arc<str>,
+    ) -> Self {
+        Self {
+            client: Some(client),
+            rules,
+            settings: Some(settings),
+            plugin_id,
+            requests: 0,
+            waited: Arc::default(),
+        }
+    }
+
+    /// Microseconds the call has waited on responses so far, shared with the runtime, which
+    /// extends the call's deadline by it.
+    pub fn waited(&self) -> Arc<AtomicU64> {
+        self.waited.clone()
+    }
+
+    async fn send(
+        &mut self,
+        request: wit::HttpRequest,
+    ) -> Result<wit::HttpResponse, wit::OutboundError> {
+        let (Some(client), Some(settings)) = (&self.client, &self.settings) else {
+            return Err(wit::OutboundError::ConnectionFailed(
+                "outbound is not available here".into(),
+            ));
+        };
+        if self.requests >= settings.requests_per_call_max {
+            return Err(wit::OutboundError::TooManyRequests(
+                settings.requests_per_call_max,
+            ));
+        }
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", request.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "only http and https URLs, not {}",
+                url.scheme()
+            )));
+        }
+        if !allowed(&self.rules, &url) {
+            let host = url.host_str().unwrap_or_default().to_owned();
+            tracing::warn!(
+                plugin = %self.plugin_id,
+                %host,
+                "outbound request refused: the host is not on the plugin's allow-list"
+            );
+            return Err(wit::OutboundError::HostNotAllowed(host));
+        }
+        let method = match request.method.to_ascii_uppercase().as_str() {
+            "GET" => reqwest::Method::GET,
+            "POST" => reqwest::Method::POST,
+            "PUT" => reqwest::Method::PUT,
+            "PATCH" => reqwest::Method::PATCH,
+            "DELETE" => reqwest::Method::DELETE,
+            "HEAD" => reqwest::Method::HEAD,
+            other => return Err(invalid(format!("method {other:?} is not supported"))),
+        };
+        let body = request.body.unwrap_or_default();
+        if body.len() as u64 > settings.request_bytes_max {
+            return Err(invalid(format!(
+                "the request body is over {} bytes",
+                settings.request_bytes_max
+            )));
+        }
+        let mut builder = client.request(method, url);
+        for header in request.headers {
+            let name = reqwest::header::HeaderName::from_bytes(header.name.as_bytes())
+                .map_err(|_| invalid(format!("{:?} is not a header name", header.name)))?;
+            let value = reqwest::header::HeaderValue::from_str(&header.value)
+                .map_err(|_| invalid(format!("the value of header {name} is not valid")))?;
+            builder = builder.header(name, value);
+        }
+        if !body.is_empty() {
+            builder = builder.body(body);
+        }
+        let waited = Duration::from_micros(self.waited.load(Ordering::Relaxed));
+        let budget = Duration::from_millis(settings.wait_ms_max).saturating_sub(waited);
+        let timeout = Duration::from_millis(settings.timeout_ms).min(budget);
+        if timeout.is_zero() {
+            return Err(wit::OutboundError::Timeout);
+        }
+        self.requests += 1;
+        // The whole timeout counts as waited while the request is in flight, so the call's
+        // deadline covers it; what was not used is given back after.
+        let reserved = timeout.as_micros() as u64;
+        self.waited.fetch_add(reserved, Ordering::Relaxed);
+        let started = Instant::now();
+        let limit = settings.response_bytes_max;
+        let result = tokio::time::timeout(timeout, async {
+            let mut response = builder.send().await.map_err(connection_failed)?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(name, value)| wit::Header {
+                    name: name.as_str().to_owned(),
+                    value: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                })
+                .collect();
+            let too_large =
+                wit::OutboundError::ResponseTooLarge(u32::try_from(limit).unwrap_or(u32::MAX));
+            if response
+                .content_length()
+                .is_some_and(|length| length > limit)
+            {
+                return Err(too_large);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(connection_failed)? {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(wit::HttpResponse {
+                status,
+                headers,
+                body,
+            })
+        })
+        .await;
+        let used = (started.elapsed().as_micros() as u64).min(reserved);
+        self.waited.fetch_sub(reserved - used, Ordering::Relaxed);
+        result.unwrap_or(Err(wit::OutboundError::Timeout))
+    }
+}
+
+fn invalid(message: String) -> wit::OutboundError {
+    wit::OutboundError::InvalidRequest(message)
+}
+
+fn connection_failed(error: reqwest::Error) -> wit::OutboundError {
+    if error.is_timeout() {
+        return wit::OutboundError::Timeout;
+    }
+    // The chain says what failed (DNS, refused, TLS) without the URL, which the plugin knows.
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    wit::OutboundError::ConnectionFailed(message)
+}
+
+impl wit::Host for Metered<'_, CallOutbound> {
+    async fn send(
+        &mut self,
+        request: wit::HttpRequest,
+    ) -> wasmtime::Result<Result<wit::HttpResponse, wit::OutboundError>> {
+        Ok(self.charge()?.send(request).await)
+    }
+}
+
+/// The HTTP client every call shares (one connection pool): no redirects, TLS with the
+/// system's root certificates.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("lifecircle/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(text: &str) -> reqwest::Url {
+        reqwest::Url::parse(text).expect("url")
+    }
+
+    #[test]
+    fn rules_match_host_port_and_subdomains_only() {
+        let rules: Vec<HostRule> = ["api.water.example", "*.gas.example:8443", "127.0.0.1"]
+            .into_iter()
+            .map(|r| HostRule::parse(r).expect(r))
+            .collect();
+        assert!(allowed(&rules, &url("https://api.water.example/bills")));
+        assert!(allowed(&rules, &url("http://API.Water.Example:8080/")));
+        assert!(!allowed(&rules, &url("https://evil.api.water.example/")));
+        assert!(!allowed(&rules, &url("https://api.water.example.evil/")));
+        assert!(allowed(&rules, &url("https://pay.gas.example:8443/")));
+        assert!(!allowed(&rules, &url("https://pay.gas.example/")));
+        assert!(!allowed(&rules, &url("https://gas.example:8443/")));
+        assert!(!allowed(&rules, &url("https://xgas.example:8443/")));
+        assert!(allowed(&rules, &url("http://127.0.0.1:9999/")));
+        assert!(!allowed(&rules, &url("http://127.0.0.2/")));
+        assert!(!allowed(&rules, &url("http://[::1]/")));
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        for bad in [
+            "",
+            "https://a.example",
+            "a.example/path",
+            "a.example:99999",
+            "*.",
+            "a..b",
+        ] {
+            assert!(HostRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
