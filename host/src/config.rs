@@ -76,6 +76,85 @@ pub struct Config {
     /// Plugins' HTTP requests to partner systems.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Payments from and to customers' bank accounts.
+    #[serde(default)]
+    pub payments: PaymentsConfig,
+}
+
+/// Which core-banking connector `payments` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connector {
+    /// Accounts in the host's database: development and tests.
+    Sandbox,
+    /// The bank's core system over HTTP (`payments.http_url`).
+    Http,
+}
+
+/// Payments from and to customers' bank accounts (`payments`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// `sandbox` (default) or `http`.
+    #[serde(default = "default_connector")]
+    pub connector: Connector,
+    /// The base URL of the bank's core-banking service (connector `http`).
+    #[serde(default)]
+    pub http_url: Option<String>,
+    /// A bearer token the host sends to it, if it wants one.
+    #[serde(default)]
+    pub http_token: Option<String>,
+    /// Longest wait for the bank's answer, in milliseconds; then the payment is pending.
+    /// Waiting counts against `outbound.wait_ms_max`, the call's total wait on partners.
+    #[serde(default = "default_payments_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Currencies plugins may pay in (ISO 4217).
+    #[serde(default = "default_currencies")]
+    pub currencies: Vec<String>,
+    /// Largest single payment, in minor units.
+    #[serde(default = "default_amount_minor_max")]
+    pub amount_minor_max: i64,
+    /// Payments one call may make.
+    #[serde(default = "default_payments_per_call_max")]
+    pub per_call_max: u32,
+    /// The balance a sandbox account opens with on first use, in minor units (0: accounts
+    /// must be funded by an admin first).
+    #[serde(default = "default_sandbox_opening_balance_minor")]
+    pub sandbox_opening_balance_minor: i64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            connector: default_connector(),
+            http_url: None,
+            http_token: None,
+            timeout_ms: default_payments_timeout_ms(),
+            currencies: default_currencies(),
+            amount_minor_max: default_amount_minor_max(),
+            per_call_max: default_payments_per_call_max(),
+            sandbox_opening_balance_minor: default_sandbox_opening_balance_minor(),
+        }
+    }
+}
+
+fn default_connector() -> Connector {
+    Connector::Sandbox
+}
+fn default_payments_timeout_ms() -> u64 {
+    5_000
+}
+fn default_currencies() -> Vec<String> {
+    vec!["CNY".into()]
+}
+fn default_amount_minor_max() -> i64 {
+    5_000_000
+}
+fn default_payments_per_call_max() -> u32 {
+    4
+}
+fn default_sandbox_opening_balance_minor() -> i64 {
+    100_000
 }
 
 /// Plugins' HTTP requests to partner systems (`outbound`).
@@ -924,6 +1003,38 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        let payments = &self.payments;
+        if payments.connector == Connector::Http
+            && !payments
+                .http_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "payments.connector = \"http\" needs payments.http_url, an http:// or https:// URL"
+                    .into(),
+            ));
+        }
+        if payments.timeout_ms == 0 || payments.per_call_max == 0 || payments.amount_minor_max <= 0
+        {
+            return Err(ConfigError::Invalid(
+                "payments.timeout_ms, payments.per_call_max and payments.amount_minor_max must be at least 1".into(),
+            ));
+        }
+        if let Some(currency) = payments
+            .currencies
+            .iter()
+            .find(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "payments.currencies: {currency:?} is not an ISO 4217 code such as CNY"
+            )));
+        }
+        if payments.sandbox_opening_balance_minor < 0 {
+            return Err(ConfigError::Invalid(
+                "payments.sandbox_opening_balance_minor must not be negative".into(),
+            ));
         }
         let jobs = &self.jobs;
         for (name, value) in [

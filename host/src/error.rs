@@ -130,13 +130,15 @@ pub enum ErrorCode {
     JobNotFound,
     /// The job is no longer pending.
     JobNotPending,
+    /// The sandbox bank is not in use (the connector is `http`).
+    PaymentsSandboxDisabled,
     /// A bug or an outage in the host.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index outcomes by it).
-    pub const ALL: [ErrorCode; 57] = [
+    pub const ALL: [ErrorCode; 58] = [
         ErrorCode::BodyInvalidJson,
         ErrorCode::RequestInvalid,
         ErrorCode::ScenarioInvalidInput,
@@ -193,6 +195,7 @@ impl ErrorCode {
         ErrorCode::PluginJobLimit,
         ErrorCode::JobNotFound,
         ErrorCode::JobNotPending,
+        ErrorCode::PaymentsSandboxDisabled,
         ErrorCode::Internal,
     ];
 
@@ -255,6 +258,7 @@ impl ErrorCode {
             ErrorCode::PluginJobLimit => "plugin_job_limit",
             ErrorCode::JobNotFound => "job_not_found",
             ErrorCode::JobNotPending => "job_not_pending",
+            ErrorCode::PaymentsSandboxDisabled => "payments_sandbox_disabled",
             ErrorCode::Internal => "internal",
         }
     }
@@ -324,6 +328,7 @@ impl ErrorCode {
             ErrorCode::PluginJobLimit => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::JobNotFound => StatusCode::NOT_FOUND,
             ErrorCode::JobNotPending => StatusCode::CONFLICT,
+            ErrorCode::PaymentsSandboxDisabled => StatusCode::CONFLICT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

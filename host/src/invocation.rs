@@ -14,6 +14,7 @@ use crate::identity::customers::Profile;
 use crate::jobs::{CallJobs, JobContext, JobLease, JobSettings};
 use crate::ledger::{CallLedger, LedgerSettings};
 use crate::outbound::CallOutbound;
+use crate::payments::{CallPayments, PaymentContext};
 use crate::registry::Deployment;
 use crate::runtime::identity::{CallIdentity, Fields};
 use crate::runtime::{CallError, CallInput, Caller, JobCall, Request};
@@ -188,6 +189,12 @@ pub fn prepare(
         tags: granted("tags").then(|| profile.tags.clone()),
     }));
     let draws = Draws::new(seed.seed, call.request_id.clone());
+    let outbound = CallOutbound::new(
+        state.http.clone(),
+        deployment.outbound.clone(),
+        state.config.outbound,
+        plugin.id.clone(),
+    );
     let jobs_config = &state.config.jobs;
     let jobs = CallJobs::new(
         state.db.read.clone(),
@@ -208,6 +215,19 @@ pub fn prepare(
             },
         },
     );
+    let payments = CallPayments::new(
+        state.db.clone(),
+        state.bank.clone(),
+        state.config.payments.clone(),
+        PaymentContext {
+            plugin_id: plugin.manifest.id.clone(),
+            region: call.region.clone(),
+            customer_number: customer.map(|c| c.customer_number.clone()),
+            invocation_id: call.request_id.clone(),
+        },
+        outbound.waited(),
+        state.config.outbound.wait_ms_max,
+    );
     let input = CallInput {
         identity,
         request: call,
@@ -220,12 +240,8 @@ pub fn prepare(
         plugin_id: plugin.id.clone(),
         jobs,
         job: None,
-        outbound: CallOutbound::new(
-            state.http.clone(),
-            deployment.outbound.clone(),
-            state.config.outbound,
-            plugin.id.clone(),
-        ),
+        outbound,
+        payments,
     };
     (input, record)
 }

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod metrics;
 pub mod outbound;
+pub mod payments;
 pub mod registry;
 pub mod runtime;
 pub mod store;
@@ -58,6 +59,8 @@ pub struct Services {
     pub calendar: Arc<calendar::Calendar>,
     /// The HTTP client plugins' `outbound` requests share.
     pub http: reqwest::Client,
+    /// The core-banking connector `payments` goes through.
+    pub bank: Arc<dyn payments::CoreBanking>,
     /// Whether the token secret is the generated development secret.
     pub development_secret: bool,
     /// The admin token (from config, or generated into the database).
@@ -235,6 +238,8 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         audit_config.commit_days_ahead,
         std::time::Duration::from_secs(audit_config.commit_interval_seconds),
     );
+    let http = outbound::client();
+    let bank = payments::connector(&config.payments, &db, &http);
     let state = Arc::new(Services {
         config,
         db,
@@ -246,7 +251,8 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         metrics,
         fairness,
         calendar,
-        http: outbound::client(),
+        bank,
+        http,
         development_secret,
         admin_token,
         admin_token_digest,

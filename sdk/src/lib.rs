@@ -4,7 +4,7 @@
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
 //! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
-//! [`clock`], [`log`], [`jobs`], [`outbound`]).
+//! [`clock`], [`log`], [`jobs`], [`outbound`], [`payments`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -45,6 +45,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod log;
 pub mod outbound;
+pub mod payments;
 pub mod random;
 mod request;
 mod response;

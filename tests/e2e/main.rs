@@ -12,6 +12,7 @@ mod ledger;
 mod loading;
 mod openapi;
 mod outbound;
+mod payments;
 mod points;
 mod registry;
 mod store;

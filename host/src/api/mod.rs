@@ -10,6 +10,7 @@ mod body;
 mod health;
 mod jobs;
 mod partner;
+mod payments;
 mod plugins;
 mod points;
 mod regions;
@@ -66,6 +67,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(audit::router())
         .merge(jobs::router())
+        .merge(payments::router())
         .merge(partner::router())
         .merge(plugins::router())
         .merge(regions::router())
@@ -203,6 +205,7 @@ mod tests {
             ("health.rs", include_str!("health.rs")),
             ("jobs.rs", include_str!("jobs.rs")),
             ("partner.rs", include_str!("partner.rs")),
+            ("payments.rs", include_str!("payments.rs")),
             ("plugins.rs", include_str!("plugins.rs")),
             ("points.rs", include_str!("points.rs")),
             ("regions.rs", include_str!("regions.rs")),

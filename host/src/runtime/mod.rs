@@ -32,6 +32,7 @@ use crate::error::ErrorCode;
 use crate::jobs::CallJobs;
 use crate::ledger::CallLedger;
 use crate::outbound::CallOutbound;
+use crate::payments::CallPayments;
 use crate::registry::CallConfig;
 use crate::store::{CallStore, WriteSet};
 use bindings::lifecircle::scenario::types as wit;
@@ -46,6 +47,7 @@ const PACKAGE: &str = "lifecircle:scenario";
 /// The host capabilities a manifest may request, by short interface name.
 pub const CAPABILITIES: &[&str] = &[
     "store", "config", "random", "clock", "log", "ledger", "identity", "jobs", "outbound",
+    "payments",
 ];
 
 /// The export that runs scheduled jobs (world `scheduled-scenario`), and its function.
@@ -204,6 +206,8 @@ pub struct CallInput {
     pub job: Option<JobCall>,
     /// The plugin's view of `outbound`.
     pub outbound: CallOutbound,
+    /// The plugin's view of `payments`.
+    pub payments: CallPayments,
 }
 
 /// What a call produced.
@@ -328,6 +332,7 @@ pub struct CallState {
     identity: identity::CallIdentity,
     jobs: CallJobs,
     outbound: CallOutbound,
+    payments: CallPayments,
     /// When the call started and how long it may compute; its outbound wait extends it.
     deadline: (Instant, Duration),
     outbound_waited: Arc<AtomicU64>,
@@ -432,6 +437,10 @@ impl Runtime {
         bindings::lifecircle::scenario::outbound::add_to_linker::<_, Metering<CallOutbound>>(
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.outbound),
+        )?;
+        bindings::lifecircle::scenario::payments::add_to_linker::<_, Metering<CallPayments>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.payments),
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -549,6 +558,7 @@ impl Runtime {
             jobs: input.jobs,
             outbound_waited: input.outbound.waited(),
             outbound: input.outbound,
+            payments: input.payments,
             deadline: (started, deadline),
         };
         let waited = state.outbound_waited.clone();

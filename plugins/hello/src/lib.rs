@@ -18,6 +18,14 @@
 //! | `cancel-reminder` | `{"job": id}` | `{"cancelled": bool}` | jobs |
 //! | `reminders` | ignored | `{"reminded": n}`: reminder jobs run for the customer | store |
 //! | `fetch` | `{"url": "...", "method"?: "GET", "body"?: "..."}` | `{"status": n, "body": "..."}` | outbound |
+//! | `pay-bill` | `{"fen": n, "biller_url": "..."}`, `Idempotency-Key` required | `{"outcome": "paid" / "refunded" / "declined" / "pending", "payment": {...}, "refund"?: {...}}` | payments, outbound |
+//! | `refund` | `{"payment": id, "fen": n}`, `Idempotency-Key` required | `{"payment": {...}}` | payments |
+//! | `payment` | `{"payment": id}` | `{"payment": {...}}`, asking the bank again if pending | payments |
+//!
+//! `pay-bill` is a bill payment in miniature: it debits the customer, asks the biller at
+//! `biller_url` to confirm (`POST {"payment": id, "fen": n}`), and refunds the debit when the
+//! biller does not confirm. A retry with the same `Idempotency-Key` pays, confirms and refunds
+//! at most once.
 //!
 //! A `remind` job (scheduled once per `Idempotency-Key`, or per request without one) adds one
 //! to the customer's `reminded` count when it runs; with `fail_attempts: n` its first `n`
@@ -29,6 +37,7 @@
 use lifecircle_sdk::identity;
 use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::outbound::HttpRequest;
+use lifecircle_sdk::payments::{self, Money, Payment, Status};
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
 use lifecircle_sdk::{
     Caller, Job, Request, Response, Scenario, ScenarioError, clock, config, random,
@@ -83,6 +92,9 @@ impl Scenario for Hello {
             "cancel-reminder" => cancel_reminder(&request),
             "reminders" => reminders(&request),
             "fetch" => fetch(&request),
+            "pay-bill" => pay_bill(&request),
+            "refund" => refund(&request),
+            "payment" => payment(&request),
             _ => Err(ScenarioError::unknown_action()),
         }
     }
@@ -462,5 +474,129 @@ fn fetch(request: &Request) -> Result<Response, ScenarioError> {
     Response::json(&FetchAnswer {
         status: response.status,
         body: response.text(),
+    })
+}
+
+#[derive(Serialize)]
+struct PaymentView {
+    id: String,
+    status: &'static str,
+    fen: i64,
+    reason: Option<String>,
+}
+
+impl From<&Payment> for PaymentView {
+    fn from(payment: &Payment) -> Self {
+        Self {
+            id: payment.id.clone(),
+            status: match payment.status {
+                Status::Succeeded => "succeeded",
+                Status::Failed => "failed",
+                Status::Pending => "pending",
+            },
+            fen: payment.amount.minor_units,
+            reason: payment.reason.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayBillBody {
+    fen: i64,
+    biller_url: String,
+}
+
+#[derive(Serialize)]
+struct PayBillAnswer {
+    outcome: &'static str,
+    payment: PaymentView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund: Option<PaymentView>,
+}
+
+/// The client's `Idempotency-Key`, required for actions that move money.
+fn money_key(request: &Request) -> Result<&str, ScenarioError> {
+    request.idempotency_key().ok_or_else(|| {
+        ScenarioError::invalid_input(
+            "idempotency_key_required",
+            "send an Idempotency-Key header, so a retry does not pay twice",
+        )
+    })
+}
+
+fn pay_bill(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = money_key(request)?;
+    let PayBillBody { fen, biller_url } = request.json()?;
+    let debit = payments::debit(Money::cny(fen), &format!("bill/{pseudonym}/{key}"), "bill")?;
+    let answer = |outcome, refund: Option<&Payment>| {
+        Response::json(&PayBillAnswer {
+            outcome,
+            payment: PaymentView::from(&debit),
+            refund: refund.map(PaymentView::from),
+        })
+    };
+    match debit.status {
+        Status::Failed => return answer("declined", None),
+        Status::Pending => return answer("pending", None),
+        Status::Succeeded => {}
+    }
+    let confirmed = HttpRequest::post(&biller_url)
+        .header("idempotency-key", &debit.id)
+        .json(&serde_json::json!({"payment": debit.id, "fen": fen}))
+        .send()
+        .is_ok_and(|response| response.is_success());
+    if confirmed {
+        return answer("paid", None);
+    }
+    let refund = payments::refund(
+        &debit.id,
+        Money::cny(fen),
+        &format!("bill-refund/{pseudonym}/{key}"),
+        "bill not confirmed by the biller",
+    )?;
+    answer("refunded", Some(&refund))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    payment: String,
+    fen: i64,
+}
+
+#[derive(Serialize)]
+struct PaymentAnswer {
+    payment: PaymentView,
+}
+
+fn refund(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = money_key(request)?;
+    let RefundBody { payment, fen } = request.json()?;
+    let refund = payments::refund(
+        &payment,
+        Money::cny(fen),
+        &format!("refund/{pseudonym}/{key}"),
+        "refund",
+    )?;
+    Response::json(&PaymentAnswer {
+        payment: PaymentView::from(&refund),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentBody {
+    payment: String,
+}
+
+fn payment(request: &Request) -> Result<Response, ScenarioError> {
+    request.require_customer()?;
+    let PaymentBody { payment } = request.json()?;
+    let found = payments::status(&payment)?;
+    Response::json(&PaymentAnswer {
+        payment: PaymentView::from(&found),
     })
 }

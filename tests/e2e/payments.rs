@@ -1,0 +1,294 @@
+//! `payments` end to end on each backend, with `hello`'s miniature bill payment: the sandbox
+//! bank (idempotent retries, concurrent retries, insufficient funds, refunds of a bill the
+//! biller did not confirm, never refunding more than was paid) and the HTTP connector against a
+//! real core-banking server speaking the documented protocol (timeouts leave a payment
+//! pending; asking again settles it; a transfer the bank never received is sent again).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use lifecircle::config::Connector;
+use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
+use serde_json::{Value, json};
+
+const HELLO: Bundle = Bundle::new("reference/hello");
+const HOSTILE: Bundle = Bundle::new("hostile/hostile-payments");
+
+/// A biller: `/confirm` confirms every payment, `/reject` fails.
+async fn biller() -> String {
+    let app = Router::new()
+        .route(
+            "/confirm",
+            post(|| async { axum::Json(json!({"confirmed": true})) }),
+        )
+        .route("/reject", post(|| async { StatusCode::BAD_GATEWAY }));
+    serve(app).await
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+async fn pay_bill(host: &TestHost, token: &str, fen: i64, biller_url: &str, key: &str) -> Reply {
+    money(
+        host,
+        token,
+        "pay-bill",
+        json!({"fen": fen, "biller_url": biller_url}),
+        key,
+    )
+    .await
+}
+
+async fn money(host: &TestHost, token: &str, action: &str, body: Value, key: &str) -> Reply {
+    host.request_with_headers(
+        reqwest::Method::POST,
+        &format!("/v1/scenarios/hello/{action}"),
+        Some(token),
+        Some(body.to_string().into_bytes()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+async fn balance(host: &TestHost, customer: &str) -> i64 {
+    let reply = host
+        .request(
+            reqwest::Method::GET,
+            &format!("/admin/v1/sandbox/accounts/{customer}"),
+            Some(&host.state.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body["balance_minor"].as_i64().expect("balance")
+}
+
+on_each_backend! {
+    async fn bill_payments_are_idempotent_and_refunded_when_the_biller_fails() {
+        let biller = biller().await;
+        let host = TestHost::start(&[HELLO]).await;
+        let alice = host.token("alice", "cn");
+        let confirm = format!("{biller}/confirm");
+        let reject = format!("{biller}/reject");
+
+        // Paid once, however often it is retried, also concurrently.
+        let paid = pay_bill(&host, &alice, 4250, &confirm, "k1").await;
+        assert_eq!(paid.status, 200, "{paid:?}");
+        assert_eq!(paid.body["outcome"], "paid");
+        let debit = paid.body["payment"]["id"].as_str().expect("id").to_owned();
+        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        let retries = (0..5).map(|_| pay_bill(&host, &alice, 4250, &confirm, "k1"));
+        for retry in futures::future::join_all(retries).await {
+            assert_eq!(retry.body["payment"]["id"], json!(debit), "{retry:?}");
+            assert_eq!(retry.body["outcome"], "paid");
+        }
+        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        let reused = pay_bill(&host, &alice, 9999, &confirm, "k1").await;
+        assert_eq!(reused.status, 409, "{reused:?}");
+        assert_eq!(reused.body["scenario_code"], "payment_key_reused");
+
+        // The biller fails: the debit is refunded, once.
+        let refunded = pay_bill(&host, &alice, 3000, &reject, "k2").await;
+        assert_eq!(refunded.body["outcome"], "refunded", "{refunded:?}");
+        assert_eq!(refunded.body["refund"]["status"], "succeeded");
+        let again = pay_bill(&host, &alice, 3000, &reject, "k2").await;
+        assert_eq!(again.body["refund"]["id"], refunded.body["refund"]["id"]);
+        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+
+        // Not enough money: declined, nothing moved.
+        let declined = pay_bill(&host, &alice, 200_000, &confirm, "k3").await;
+        assert_eq!(declined.body["outcome"], "declined", "{declined:?}");
+        assert_eq!(declined.body["payment"]["reason"], "insufficient_funds");
+        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        let too_large = pay_bill(&host, &alice, 6_000_000, &confirm, "k4").await;
+        assert_eq!(too_large.body["scenario_code"], "amount_too_large", "{too_large:?}");
+
+        // Refunds never add up to more than the debit, even when they race.
+        let refunds = ["r1", "r2", "r3"].map(|key| {
+            money(&host, &alice, "refund", json!({"payment": debit, "fen": 2000}), key)
+        });
+        let replies = futures::future::join_all(refunds).await;
+        let succeeded = replies.iter().filter(|r| r.status == 200).count();
+        assert_eq!(succeeded, 2, "{replies:?}");
+        let over = replies.iter().find(|r| r.status != 200).expect("one refused");
+        assert_eq!(over.status, 409, "{over:?}");
+        assert_eq!(over.body["scenario_code"], "refund_exceeds_payment");
+        assert_eq!(balance(&host, "alice").await, 100_000 - 250);
+        let failed_debit = declined.body["payment"]["id"].as_str().expect("id");
+        let not_refundable = money(&host, &alice, "refund", json!({"payment": failed_debit, "fen": 1}), "r4").await;
+        assert_eq!(not_refundable.body["scenario_code"], "payment_not_refundable");
+
+        // Another customer cannot see or refund alice's payment.
+        let bob = host.token("bob", "cn");
+        let foreign = money(&host, &bob, "refund", json!({"payment": debit, "fen": 1}), "r5").await;
+        assert_eq!(foreign.body["scenario_code"], "payment_not_found", "{foreign:?}");
+
+        let listed = host
+            .request(reqwest::Method::GET, "/admin/v1/payments?customer=alice", Some(&host.state.admin_token), None)
+            .await;
+        // Debit k1, debit k2 and its refund, the declined k3, two refunds.
+        assert_eq!(listed.body["payments"].as_array().map(Vec::len), Some(6), "{listed:?}");
+        host.stop().await;
+    }
+
+    async fn the_http_connector_speaks_the_documented_protocol() {
+        let biller = biller().await;
+        let bank = CoreBank::default();
+        let bank_url = serve(bank.router()).await;
+        let host = TestHost::start_with(&[HELLO], |config| {
+            config.payments.connector = Connector::Http;
+            config.payments.http_url = Some(bank_url.clone());
+            config.payments.http_token = Some("bank-secret".into());
+            config.payments.timeout_ms = 200;
+        })
+        .await;
+        let confirm = format!("{biller}/confirm");
+
+        let alice = host.token("alice", "cn");
+        let paid = pay_bill(&host, &alice, 4250, &confirm, "k1").await;
+        assert_eq!(paid.body["outcome"], "paid", "{paid:?}");
+        let id = paid.body["payment"]["id"].as_str().expect("id").to_owned();
+        let received = bank.received();
+        assert_eq!(
+            received[0],
+            json!({"idempotency_key": id, "kind": "debit", "account": "alice",
+                   "amount_minor": 4250, "currency": "CNY", "memo": "bill"})
+        );
+
+        let poor = host.token("poor-carol", "cn");
+        let declined = pay_bill(&host, &poor, 100, &confirm, "k2").await;
+        assert_eq!(declined.body["payment"]["reason"], "insufficient_funds", "{declined:?}");
+
+        // The bank answers after the timeout: the payment is pending; asking again settles it.
+        let slow = host.token("slow-dave", "cn");
+        let pending = pay_bill(&host, &slow, 500, &confirm, "k3").await;
+        assert_eq!(pending.body["outcome"], "pending", "{pending:?}");
+        let id = pending.body["payment"]["id"].as_str().expect("id").to_owned();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let settled = money(&host, &slow, "payment", json!({"payment": id}), "s1").await;
+        assert_eq!(settled.body["payment"]["status"], "succeeded", "{settled:?}");
+
+        // The bank failed before it received the transfer: asking again sends it.
+        let flaky = host.token("flaky-erin", "cn");
+        let pending = pay_bill(&host, &flaky, 700, &confirm, "k4").await;
+        assert_eq!(pending.body["outcome"], "pending", "{pending:?}");
+        let id = pending.body["payment"]["id"].as_str().expect("id").to_owned();
+        let settled = money(&host, &flaky, "payment", json!({"payment": id}), "s2").await;
+        assert_eq!(settled.body["payment"]["status"], "succeeded", "{settled:?}");
+        assert_eq!(bank.executed(&id), 1, "sent again, executed once");
+        host.stop().await;
+    }
+
+    async fn a_call_makes_at_most_payments_per_call_max_payments() {
+        let host = TestHost::start_with(&[HOSTILE], |config| {
+            config.payments.per_call_max = 3;
+        })
+        .await;
+        let token = host.token("alice", "cn");
+        let reply = host.call(&token, "hostile-payments", "flood", json!(null)).await;
+        assert_eq!(reply.body, json!({"made": 3, "stopped_by": "too_many_payments"}), "{reply:?}");
+        assert_eq!(balance(&host, "alice").await, 100_000 - 3);
+        host.stop().await;
+    }
+}
+
+/// A core-banking service implementing the protocol in `host/src/payments/http.rs`, keyed by
+/// customer name: `poor-*` have no money, `slow-*` are answered late (after the transfer is
+/// done), `flaky-*` fail their first
+/// transfer before recording it.
+#[derive(Clone, Default)]
+struct CoreBank {
+    transfers: Arc<Mutex<HashMap<String, Value>>>,
+    received: Arc<Mutex<Vec<Value>>>,
+    executions: Arc<Mutex<HashMap<String, u32>>>,
+    flaked: Arc<Mutex<bool>>,
+}
+
+impl CoreBank {
+    fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/transfers", post(execute))
+            .route("/v1/transfers/{key}", get(read))
+            .with_state(self.clone())
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    fn executed(&self, key: &str) -> u32 {
+        self.executions
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+async fn execute(
+    State(bank): State<CoreBank>,
+    headers: axum::http::HeaderMap,
+    axum::Json(order): axum::Json<Value>,
+) -> axum::response::Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer bank-secret") {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    bank.received.lock().expect("lock").push(order.clone());
+    let key = order["idempotency_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let account = order["account"].as_str().unwrap_or_default().to_owned();
+    if account.starts_with("flaky-") {
+        let mut flaked = bank.flaked.lock().expect("lock");
+        if !*flaked {
+            *flaked = true;
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    }
+    let answer = {
+        let mut transfers = bank.transfers.lock().expect("lock");
+        if let Some(earlier) = transfers.get(&key) {
+            earlier.clone()
+        } else {
+            *bank
+                .executions
+                .lock()
+                .expect("lock")
+                .entry(key.clone())
+                .or_default() += 1;
+            let answer = if account.starts_with("poor-") {
+                json!({"status": "failed", "reason": "insufficient_funds"})
+            } else {
+                json!({"status": "succeeded"})
+            };
+            transfers.insert(key, answer.clone());
+            answer
+        }
+    };
+    // Done at once, answered late: the host gives up waiting before the answer comes.
+    if account.starts_with("slow-") {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    axum::Json(answer).into_response()
+}
+
+async fn read(State(bank): State<CoreBank>, Path(key): Path<String>) -> axum::response::Response {
+    match bank.transfers.lock().expect("lock").get(&key) {
+        Some(answer) => axum::Json(answer.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
