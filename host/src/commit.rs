@@ -221,6 +221,14 @@ async fn write_batch(
         .map(|(writes, _)| *writes)
         .collect();
     jobs::flush(&mut connection, &committed_jobs, crate::ledger::now_ms()).await?;
+    let events: Vec<&crate::events::NewEvent> = batch
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .flat_map(|(commit, _)| commit.writes.events.iter())
+        .collect();
+    crate::events::insert_all(&mut connection, &events).await?;
+    drop(events);
     drop(committed_jobs);
     drop(job_writes);
     drop(calls);

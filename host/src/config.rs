@@ -79,6 +79,69 @@ pub struct Config {
     /// Payments from and to customers' bank accounts.
     #[serde(default)]
     pub payments: PaymentsConfig,
+    /// Analytics events plugins emit.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Campaign reports.
+    #[serde(default)]
+    pub reports: ReportsConfig,
+}
+
+/// Analytics events plugins emit (`events`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events one call may emit.
+    #[serde(default = "default_events_per_call_max")]
+    pub per_call_max: u32,
+    /// Bytes of one event's properties (JSON).
+    #[serde(default = "default_events_properties_bytes_max")]
+    pub properties_bytes_max: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            per_call_max: default_events_per_call_max(),
+            properties_bytes_max: default_events_properties_bytes_max(),
+        }
+    }
+}
+
+fn default_events_per_call_max() -> u32 {
+    16
+}
+fn default_events_properties_bytes_max() -> u32 {
+    4096
+}
+
+/// Campaign reports (`GET /admin/v1/reports/{plugin}`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// What one point costs the bank, in minor units of the first of `payments.currencies`:
+    /// with cash paid out, it makes a campaign's cost per participant.
+    #[serde(default = "default_point_value_minor")]
+    pub point_value_minor: i64,
+    /// The most days one report spans.
+    #[serde(default = "default_report_days_max")]
+    pub days_max: u32,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            point_value_minor: default_point_value_minor(),
+            days_max: default_report_days_max(),
+        }
+    }
+}
+
+fn default_point_value_minor() -> i64 {
+    1
+}
+fn default_report_days_max() -> u32 {
+    366
 }
 
 /// Which core-banking connector `payments` uses.
@@ -1003,6 +1066,17 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
             }
+        }
+        if self.events.per_call_max == 0
+            || self.events.properties_bytes_max == 0
+            || self.reports.days_max == 0
+            || self.reports.point_value_minor < 0
+        {
+            return Err(ConfigError::Invalid(
+                "events.per_call_max, events.properties_bytes_max and reports.days_max must be \
+                 at least 1, reports.point_value_minor not negative"
+                    .into(),
+            ));
         }
         let payments = &self.payments;
         if payments.connector == Connector::Http

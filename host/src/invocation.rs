@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::audit::fairness::DaySeed;
 use crate::audit::{Draws, InvocationRecord};
 use crate::error::{ApiError, ErrorCode};
+use crate::events::{CallEvents, EventContext};
 use crate::identity::customers::Profile;
 use crate::jobs::{CallJobs, JobContext, JobLease, JobSettings};
 use crate::ledger::{CallLedger, LedgerSettings};
@@ -228,6 +229,17 @@ pub fn prepare(
         outbound.waited(),
         state.config.outbound.wait_ms_max,
     );
+    let events = CallEvents::new(
+        EventContext {
+            plugin_id: plugin.manifest.id.clone(),
+            region: call.region.clone(),
+            caller_kind: record.caller_kind,
+            caller: record.caller.clone(),
+            invocation_id: call.request_id.clone(),
+            at_ms: now_ms,
+        },
+        state.config.events,
+    );
     let input = CallInput {
         identity,
         request: call,
@@ -242,6 +254,7 @@ pub fn prepare(
         job: None,
         outbound,
         payments,
+        events,
     };
     (input, record)
 }

@@ -14,6 +14,7 @@ pub mod commit;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod invocation;
 pub mod jobs;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod payments;
 pub mod registry;
+pub mod reports;
 pub mod runtime;
 pub mod store;
 

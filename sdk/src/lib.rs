@@ -4,7 +4,7 @@
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
 //! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
-//! [`clock`], [`log`], [`jobs`], [`outbound`], [`payments`]).
+//! [`clock`], [`log`], [`jobs`], [`outbound`], [`payments`], [`events`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -40,6 +40,7 @@
 pub mod clock;
 pub mod config;
 mod error;
+pub mod events;
 pub mod identity;
 pub mod jobs;
 pub mod ledger;

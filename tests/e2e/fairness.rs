@@ -289,7 +289,7 @@ on_each_backend! {
         host.stop().await;
     }
 
-    async fn records_past_retention_are_swept_with_their_draws() {
+    async fn records_past_retention_are_swept_with_their_draws_and_events() {
         let host = TestHost::start(&[HELLO]).await;
         let token = host.token("alice", "cn");
         let drew = host.call(&token, "hello", "draw", json!({"sides": 6})).await;
@@ -298,6 +298,7 @@ on_each_backend! {
         let later = lifecircle::ledger::now_ms() + 1;
         assert_eq!(lifecircle::audit::sweep(&host.state.db, later).await.expect("sweep"), 1);
         assert_eq!(host.count("SELECT COUNT(*) FROM fairness_draws").await, 0);
+        assert_eq!(host.count("SELECT COUNT(*) FROM events").await, 0, "the draw's event too");
         let gone = host.request(reqwest::Method::GET, &path, None, None).await;
         assert_eq!(gone.status, 404, "{gone:?}");
         host.stop().await;

@@ -15,4 +15,5 @@ mod outbound;
 mod payments;
 mod points;
 mod registry;
+mod reports;
 mod store;

@@ -14,6 +14,7 @@ mod payments;
 mod plugins;
 mod points;
 mod regions;
+mod reports;
 mod scenarios;
 
 use std::sync::Arc;
@@ -68,6 +69,7 @@ fn openapi_router() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(jobs::router())
         .merge(payments::router())
+        .merge(reports::router())
         .merge(partner::router())
         .merge(plugins::router())
         .merge(regions::router())
@@ -209,6 +211,7 @@ mod tests {
             ("plugins.rs", include_str!("plugins.rs")),
             ("points.rs", include_str!("points.rs")),
             ("regions.rs", include_str!("regions.rs")),
+            ("reports.rs", include_str!("reports.rs")),
             ("scenarios.rs", include_str!("scenarios.rs")),
         ];
         for (name, source) in sources {

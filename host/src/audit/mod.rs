@@ -414,7 +414,7 @@ pub async fn draws_of(conn: &mut Conn<'_>, id: &str) -> Result<Vec<DrawView>, sq
         .collect())
 }
 
-/// Deletes invocation records, their draws, and draw seeds older than `before_ms`. Returns
+/// Deletes invocation records, their draws, events and draw seeds older than `before_ms`. Returns
 /// how many invocation records it deleted.
 pub async fn sweep(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
     let mut transaction = db.write.begin().await?;
@@ -427,6 +427,10 @@ pub async fn sweep(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
         .bind(before_ms)
         .execute(&mut *c)
         .await?;
+        sqlx::query("DELETE FROM events WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&mut *c)
+            .await?;
         sqlx::query("DELETE FROM fairness_seeds WHERE ends_at_ms < $1")
             .bind(before_ms)
             .execute(&mut *c)

@@ -29,6 +29,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{Draw, Draws};
 use crate::config::{EngineConfig, Limits};
 use crate::error::ErrorCode;
+use crate::events::CallEvents;
 use crate::jobs::CallJobs;
 use crate::ledger::CallLedger;
 use crate::outbound::CallOutbound;
@@ -47,7 +48,7 @@ const PACKAGE: &str = "lifecircle:scenario";
 /// The host capabilities a manifest may request, by short interface name.
 pub const CAPABILITIES: &[&str] = &[
     "store", "config", "random", "clock", "log", "ledger", "identity", "jobs", "outbound",
-    "payments",
+    "payments", "events",
 ];
 
 /// The export that runs scheduled jobs (world `scheduled-scenario`), and its function.
@@ -208,6 +209,8 @@ pub struct CallInput {
     pub outbound: CallOutbound,
     /// The plugin's view of `payments`.
     pub payments: CallPayments,
+    /// The plugin's view of `events`.
+    pub events: CallEvents,
 }
 
 /// What a call produced.
@@ -333,6 +336,7 @@ pub struct CallState {
     jobs: CallJobs,
     outbound: CallOutbound,
     payments: CallPayments,
+    events: CallEvents,
     /// When the call started and how long it may compute; its outbound wait extends it.
     deadline: (Instant, Duration),
     outbound_waited: Arc<AtomicU64>,
@@ -441,6 +445,10 @@ impl Runtime {
         bindings::lifecircle::scenario::payments::add_to_linker::<_, Metering<CallPayments>>(
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.payments),
+        )?;
+        bindings::lifecircle::scenario::events::add_to_linker::<_, Metering<CallEvents>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.events),
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -559,6 +567,7 @@ impl Runtime {
             outbound_waited: input.outbound.waited(),
             outbound: input.outbound,
             payments: input.payments,
+            events: input.events,
             deadline: (started, deadline),
         };
         let waited = state.outbound_waited.clone();
@@ -659,6 +668,7 @@ impl Runtime {
                     let mut writes = std::mem::take(&mut state.store).into_writes();
                     writes.ledger = std::mem::take(&mut state.ledger).into_operations();
                     writes.jobs = std::mem::take(&mut state.jobs).into_writes();
+                    writes.events = std::mem::take(&mut state.events).into_events();
                     writes.now_ms = since_epoch.as_millis() as i64;
                     (Ok(body), writes)
                 }

@@ -90,12 +90,17 @@ pub struct WriteSet {
     pub now_ms: i64,
     /// The call's jobs: scheduled, cancelled, and the one it completes.
     pub jobs: crate::jobs::JobWrites,
+    /// The analytics events the call emitted.
+    pub events: Vec<crate::events::NewEvent>,
 }
 
 impl WriteSet {
     /// Whether there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.ledger.is_empty() && self.jobs.is_empty()
+        self.ops.is_empty()
+            && self.ledger.is_empty()
+            && self.jobs.is_empty()
+            && self.events.is_empty()
     }
 }
 
@@ -160,6 +165,7 @@ impl CallStore {
             ledger: Vec::new(),
             now_ms: 0,
             jobs: Default::default(),
+            events: Vec::new(),
         }
     }
 

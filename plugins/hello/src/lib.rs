@@ -7,7 +7,7 @@
 //! | `count` | ignored | `{"count": n}` | store (customers only) |
 //! | `count-then-fail` | ignored | refused `demo_failure`, after counting | store |
 //! | `count-then-panic` | ignored | a trap, after counting | store |
-//! | `draw` | `{"sides": 1..=1000000}` | `{"number": 1..=sides, "sides": sides}` | random |
+//! | `draw` | `{"sides": 1..=1000000}` | `{"number": 1..=sides, "sides": sides}`; emits `draw.made` | random, events |
 //! | `time` | ignored | `{"seconds": ..., "nanoseconds": ...}` | clock |
 //! | `profile` | ignored | the granted `{"region", "tier", "tags"}`, `null` if not a customer | identity |
 //! | `note-set` | `{"text": "..."}` | `{"text": "..."}` | store (customers only) |
@@ -21,6 +21,7 @@
 //! | `pay-bill` | `{"fen": n, "biller_url": "..."}`, `Idempotency-Key` required | `{"outcome": "paid" / "refunded" / "declined" / "pending", "payment": {...}, "refund"?: {...}}` | payments, outbound |
 //! | `refund` | `{"payment": id, "fen": n}`, `Idempotency-Key` required | `{"payment": {...}}` | payments |
 //! | `payment` | `{"payment": id}` | `{"payment": {...}}`, asking the bank again if pending | payments |
+//! | `prize` | `{"fen": n}`, `Idempotency-Key` required | `{"payment": {...}}`: a cash prize paid out | payments |
 //!
 //! `pay-bill` is a bill payment in miniature: it debits the customer, asks the biller at
 //! `biller_url` to confirm (`POST {"payment": id, "fen": n}`), and refunds the debit when the
@@ -34,6 +35,7 @@
 //! `count-then-fail` and `count-then-panic` exist for the host's tests: they prove that a
 //! call which returns an error or traps leaves nothing in the store.
 
+use lifecircle_sdk::events;
 use lifecircle_sdk::identity;
 use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::outbound::HttpRequest;
@@ -95,6 +97,7 @@ impl Scenario for Hello {
             "pay-bill" => pay_bill(&request),
             "refund" => refund(&request),
             "payment" => payment(&request),
+            "prize" => prize(&request),
             _ => Err(ScenarioError::unknown_action()),
         }
     }
@@ -203,10 +206,9 @@ fn draw(request: &Request) -> Result<Response, ScenarioError> {
             format!("sides must be from 1 to {SIDES_MAX}"),
         ));
     }
-    Response::json(&DrawAnswer {
-        number: random::below(sides) + 1,
-        sides,
-    })
+    let number = random::below(sides) + 1;
+    events::emit("draw.made", &DrawAnswer { number, sides })?;
+    Response::json(&DrawAnswer { number, sides })
 }
 
 #[derive(Serialize)]
@@ -598,5 +600,26 @@ fn payment(request: &Request) -> Result<Response, ScenarioError> {
     let found = payments::status(&payment)?;
     Response::json(&PaymentAnswer {
         payment: PaymentView::from(&found),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrizeBody {
+    fen: i64,
+}
+
+/// Pays the customer a cash prize.
+fn prize(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = money_key(request)?;
+    let PrizeBody { fen } = request.json()?;
+    let paid = payments::payout(
+        Money::cny(fen),
+        &format!("prize/{pseudonym}/{key}"),
+        "prize",
+    )?;
+    Response::json(&PaymentAnswer {
+        payment: PaymentView::from(&paid),
     })
 }
