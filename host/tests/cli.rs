@@ -517,3 +517,74 @@ fn a_change_made_through_one_host_process_reaches_another_on_the_same_database()
     assert_eq!(code, 0, "{err}");
     assert_eq!(eventually("plugin_killed")["code"], "plugin_killed");
 }
+
+/// `curl -s -X POST url` as `token` with an `Idempotency-Key` and a JSON body: the answer.
+fn curl_keyed(url: &str, token: &str, key: &str, body: &str) -> serde_json::Value {
+    let output = Command::new("curl")
+        .args(["-s", "-X", "POST", url])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", &format!("Idempotency-Key: {key}")])
+        .args(["-H", "Content-Type: application/json", "-d", body])
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn scheduled_jobs_survive_a_crash_and_run_once_across_two_host_processes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (first, first_url) = serve(data.path());
+    let data = data.path();
+    let output = lifecircle(data)
+        .args(["token", "--customer", "c1", "--region", "dev"])
+        .output()
+        .expect("lifecircle runs");
+    let customer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let remind = format!("{first_url}/v1/scenarios/hello/remind");
+    for n in 0..20 {
+        let answer = curl_keyed(
+            &remind,
+            &customer,
+            &format!("r{n}"),
+            r#"{"after_seconds": 5}"#,
+        );
+        assert!(answer["job"].is_string(), "{answer}");
+    }
+    // The process that scheduled them dies before they are due.
+    drop(KillOnDrop(first));
+
+    let (second, second_url) = serve(data);
+    let _second = KillOnDrop(second);
+    let (third, _) = serve(data);
+    let _third = KillOnDrop(third);
+    let reminders = format!("{second_url}/v1/scenarios/hello/reminders");
+    let mut reminded = serde_json::Value::Null;
+    for _ in 0..300 {
+        reminded = curl_json("POST", &reminders, &customer, "{}");
+        if reminded["reminded"] == 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reminded["reminded"], 20, "{reminded}");
+
+    // Each job ran once: done at its first attempt, one invocation each.
+    let ops = create_token(data, "head_office", "ops");
+    let get = |path: &str| {
+        let output = Command::new("curl")
+            .args(["-s", &format!("{second_url}{path}")])
+            .args(["-H", &format!("Authorization: Bearer {ops}")])
+            .output()
+            .expect("curl runs");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+    };
+    let done = get("/admin/v1/jobs?plugin=hello&status=done&limit=100");
+    let jobs = done["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs.len(), 20, "{done}");
+    assert!(jobs.iter().all(|job| job["attempts"] == 1), "{done}");
+    let records = get("/admin/v1/invocations?plugin=hello&limit=200");
+    let runs = records["invocations"]
+        .as_array()
+        .map(|all| all.iter().filter(|r| r["action"] == "job:remind").count());
+    assert_eq!(runs, Some(20), "{records}");
+}
