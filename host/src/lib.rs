@@ -116,6 +116,9 @@ pub enum StartError {
     /// The calendar settings are invalid.
     #[error("{0}")]
     Calendar(String),
+    /// The HTTP client for `outbound` and `payments` cannot be built (TLS roots).
+    #[error("cannot set up HTTPS for plugins' outbound requests: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 /// Opens the database and returns the identity service (used by `lifecircle token` too).
@@ -240,7 +243,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         audit_config.commit_days_ahead,
         std::time::Duration::from_secs(audit_config.commit_interval_seconds),
     );
-    let http = outbound::client();
+    let http = outbound::client().map_err(StartError::HttpClient)?;
     let bank = payments::connector(&config.payments, &db, &http);
     let state = Arc::new(Services {
         config,

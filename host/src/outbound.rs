@@ -261,12 +261,11 @@ impl wit::Host for Metered<'_, CallOutbound> {
 
 /// The HTTP client every call shares (one connection pool): no redirects, TLS with the
 /// system's root certificates.
-pub fn client() -> reqwest::Client {
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("lifecircle/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

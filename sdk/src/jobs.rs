@@ -5,7 +5,9 @@
 //! [`ledger`] writes, and only if the call returns `Ok`. Jobs survive restarts and run once
 //! even with several hosts. When `on_job` returns an error or panics, nothing it wrote is kept
 //! and the host retries it later with growing delays, up to the bank's limit of attempts; then
-//! the job is recorded as failed, for the bank's admins to see.
+//! the job is recorded as failed, for the bank's admins to see. Payments and outbound requests
+//! happen in every attempt that makes them: key them by [`Job::id`], which stays the same
+//! across attempts, so a retried job does not pay twice.
 //!
 //! Import: list `"jobs"` under `[capabilities] interfaces` in `plugin.toml`.
 //!

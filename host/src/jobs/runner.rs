@@ -241,7 +241,8 @@ async fn run_one(state: &AppState, job: Claimed, owner: Arc<str>) {
         Lookup::Found(deployment) => deployment,
         Lookup::Killed { region, .. } => {
             failed(format!(
-                "the plugin is killed in {region}; the job waits for it to be revived"
+                "the plugin is killed in {region}; the job is tried again later, until its \
+                 attempts run out"
             ))
             .await;
             return;
