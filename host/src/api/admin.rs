@@ -423,10 +423,7 @@ async fn audit(
     admin: Admin,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let limit = query
-        .limit
-        .unwrap_or(AUDIT_PAGE_MAX)
-        .clamp(1, AUDIT_PAGE_MAX);
+    let limit = super::page_limit(query.limit, AUDIT_PAGE_MAX, AUDIT_PAGE_MAX);
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     // A scoped admin sees the entries of its own subtree.
     let entries = admin_audit::page(
@@ -437,9 +434,7 @@ async fn audit(
     )
     .await
     .map_err(ApiError::internal)?;
-    let next_cursor = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|entry| entry.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&entries, limit, |entry| &entry.id);
     Ok(Json(AuditPage {
         entries,
         next_cursor,

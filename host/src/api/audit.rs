@@ -97,8 +97,7 @@ async fn invocations(
             .map(|plugin| state.identity.pseudonym(plugin, customer))
             .collect()
     });
-    let page_max = state.config.audit.page_max;
-    let limit = query.limit.unwrap_or(50).clamp(1, page_max);
+    let limit = super::page_limit(query.limit, 50, state.config.audit.page_max);
     let filter = InvocationFilter {
         plugin: query.plugin.as_deref(),
         callers,
@@ -110,9 +109,7 @@ async fn invocations(
     let invocations = audit::page(&mut connection.conn(), &filter)
         .await
         .map_err(ApiError::internal)?;
-    let next_cursor = (invocations.len() == limit as usize)
-        .then(|| invocations.last().map(|i| i.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&invocations, limit, |i| &i.id);
     Ok(Json(InvocationPage {
         invocations,
         next_cursor,

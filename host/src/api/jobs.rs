@@ -87,10 +87,7 @@ async fn list_jobs(
         }
         admin.may_read(Some(region))?;
     }
-    let limit = query
-        .limit
-        .unwrap_or(50)
-        .clamp(1, state.config.audit.page_max);
+    let limit = super::page_limit(query.limit, 50, state.config.audit.page_max);
     let filter = JobFilter {
         plugin: query.plugin.as_deref(),
         status: query.status.as_deref(),
@@ -102,9 +99,7 @@ async fn list_jobs(
     let jobs = jobs::page(&mut connection.conn(), &filter)
         .await
         .map_err(ApiError::internal)?;
-    let next_cursor = (jobs.len() == limit as usize)
-        .then(|| jobs.last().map(|job| job.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&jobs, limit, |job| &job.id);
     Ok(Json(JobPage { jobs, next_cursor }))
 }
 

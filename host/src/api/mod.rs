@@ -168,6 +168,19 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Rows per page: the `limit` asked for, `default` without one, within 1 and `max`.
+pub(crate) fn page_limit(asked: Option<u32>, default: u32, max: u32) -> u32 {
+    asked.unwrap_or(default).clamp(1, max)
+}
+
+/// The cursor of the page after `rows`: the last row's id when the page is full, `None` on
+/// the last page.
+pub(crate) fn next_cursor<T>(rows: &[T], limit: u32, id: impl Fn(&T) -> &str) -> Option<String> {
+    (rows.len() == limit as usize)
+        .then(|| rows.last().map(|row| id(row).to_owned()))
+        .flatten()
+}
+
 /// Longest accepted `Idempotency-Key`.
 const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 

@@ -69,10 +69,7 @@ async fn list_payments(
             "plugin ids are lowercase letters, digits and '-'",
         ));
     }
-    let limit = query
-        .limit
-        .unwrap_or(50)
-        .clamp(1, state.config.audit.page_max);
+    let limit = super::page_limit(query.limit, 50, state.config.audit.page_max);
     let filter = PaymentFilter {
         plugin: query.plugin.as_deref(),
         customer: query.customer.as_deref(),
@@ -84,9 +81,7 @@ async fn list_payments(
     let payments = payments::page(&mut connection.conn(), &filter)
         .await
         .map_err(ApiError::internal)?;
-    let next_cursor = (payments.len() == limit as usize)
-        .then(|| payments.last().map(|p| p.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&payments, limit, |p| &p.id);
     Ok(Json(PaymentPage {
         payments,
         next_cursor,

@@ -107,7 +107,7 @@ async fn history(
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
     let limit_max = state.config.ledger.history_limit_max;
-    let limit = query.limit.unwrap_or(20).clamp(1, limit_max);
+    let limit = super::page_limit(query.limit, 20, limit_max);
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     let postings = ledger::history(
         &mut connection.conn(),
@@ -117,9 +117,7 @@ async fn history(
     )
     .await
     .map_err(ApiError::internal)?;
-    let next_cursor = (postings.len() == limit as usize)
-        .then(|| postings.last().map(|p| p.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&postings, limit, |p| &p.id);
     let account = Account::Customer(customer.customer_number).id();
     let postings = postings
         .into_iter()

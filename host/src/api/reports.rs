@@ -159,10 +159,7 @@ async fn list_events(
         ));
     }
     let scope = scope(&admin, query.region.as_deref())?;
-    let limit = query
-        .limit
-        .unwrap_or(50)
-        .clamp(1, state.config.audit.page_max);
+    let limit = super::page_limit(query.limit, 50, state.config.audit.page_max);
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     let events = events::page(
         &mut connection.conn(),
@@ -174,9 +171,7 @@ async fn list_events(
     )
     .await
     .map_err(ApiError::internal)?;
-    let next_cursor = (events.len() == limit as usize)
-        .then(|| events.last().map(|event| event.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&events, limit, |event| &event.id);
     Ok(Json(EventPage {
         events,
         next_cursor,
