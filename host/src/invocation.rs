@@ -69,7 +69,10 @@ async fn execute(
             ),
         ));
     }
-    let now = SystemTime::now();
+    // The host's clock: the system's, unless a test fixed it (so plugins, jobs and draws
+    // see the same time as schedules and expiry).
+    let now =
+        UNIX_EPOCH + std::time::Duration::from_millis(state.registry.clock.now_ms().max(0) as u64);
     let seed = state
         .fairness
         .seed(&plugin.manifest.id, &deployment.region, unix_ms(now))

@@ -2,6 +2,7 @@
 //! built from `plugins/`, driven over HTTP.
 
 mod auth;
+mod coupons;
 mod errors;
 mod fairness;
 mod hello;

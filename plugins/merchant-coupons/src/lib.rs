@@ -1,0 +1,440 @@
+//! Merchant coupons (商圈惠有福): customers claim discount coupons of local merchants; the
+//! merchant's till verifies and redeems them. Written against `lifecircle-sdk` only.
+//!
+//! | Action | Caller | Body | Answer |
+//! |--------|--------|------|--------|
+//! | `campaigns` | customer | — | `{"campaigns": [...]}`: the region's campaigns, stock left, claimed by the caller |
+//! | `claim` | customer, `Idempotency-Key` | `{"campaign": id}` | `{"coupon": {...}}` with its code |
+//! | `my-coupons` | customer | `{"after"?: cursor}` | `{"coupons": [...], "next": cursor or null}` |
+//! | `verify` | partner (the merchant) | `{"code": "...", "spend_fen"?: n}` | `{"coupon": {...}, "redeemable": bool, "discount_fen"?: n}` |
+//! | `redeem` | partner (the merchant), `Idempotency-Key` | `{"code": "...", "spend_fen": n}` | `{"code", "discount_fen", "pay_fen"}` |
+//!
+//! Guarantees:
+//! - A campaign never issues more than its `stock`, and a customer never holds more than
+//!   `per_customer_limit` of it, however many claims race: both are bounded store counters,
+//!   checked again when each call commits.
+//! - Codes are 12 characters of Crockford base32 (60 bits) from the host's CSPRNG (WASI
+//!   random), unique (stored with compare-and-swap), unguessable.
+//! - A coupon is redeemed at most once, only by its merchant, only within its validity and
+//!   above its minimum spend: the redemption swaps the coupon's stored record, so of racing
+//!   redemptions one lands. A retried claim or redemption (same `Idempotency-Key`) answers the
+//!   first result.
+//! - A claim with a points price spends the points in the same commit as the coupon.
+//! - Unused coupons expire through a job scheduled at claim time.
+
+mod logic;
+
+use lifecircle_sdk::jobs::{self, When};
+use lifecircle_sdk::store::{self, Bounds, IncrementError};
+use lifecircle_sdk::{
+    Caller, Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger,
+};
+use serde::{Deserialize, Serialize};
+
+pub use logic::{Campaign, Coupon, Discount, Status, format_code};
+
+/// Coupons one `my-coupons` page lists.
+const PAGE: u32 = 50;
+
+struct MerchantCoupons;
+
+impl Scenario for MerchantCoupons {
+    fn handle(request: Request) -> Result<Response, ScenarioError> {
+        match request.action() {
+            "campaigns" => campaigns(&request),
+            "claim" => claim(&request),
+            "my-coupons" => my_coupons(&request),
+            "verify" => verify(&request),
+            "redeem" => redeem(&request),
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+
+    fn on_job(job: Job) -> Result<(), ScenarioError> {
+        match job.name() {
+            "expire" => {
+                let ExpireJob { code } = job.json()?;
+                expire(&code)
+            }
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+}
+
+lifecircle_sdk::export!(MerchantCoupons);
+
+fn now_ms() -> i64 {
+    clock::now().unix_milliseconds() as i64
+}
+
+fn campaigns_config() -> Result<Vec<Campaign>, ScenarioError> {
+    let campaigns: Vec<Campaign> = config::get("campaigns")?.unwrap_or_default();
+    for campaign in &campaigns {
+        campaign.check()?;
+    }
+    Ok(campaigns)
+}
+
+fn find_campaign(id: &str) -> Result<Campaign, ScenarioError> {
+    campaigns_config()?
+        .into_iter()
+        .find(|campaign| campaign.id == id)
+        .ok_or_else(|| {
+            ScenarioError::invalid_input("campaign_not_found", format!("no campaign {id:?} here"))
+        })
+}
+
+fn counter(key: &str) -> i64 {
+    store::get(key)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
+fn key_required(request: &Request) -> Result<&str, ScenarioError> {
+    request.idempotency_key().ok_or_else(|| {
+        ScenarioError::invalid_input(
+            "idempotency_key_required",
+            "send an Idempotency-Key header, so a retry does not act twice",
+        )
+    })
+}
+
+#[derive(Serialize)]
+struct CampaignView<'a> {
+    #[serde(flatten)]
+    campaign: &'a Campaign,
+    left: i64,
+    claimed_by_you: i64,
+    open: bool,
+}
+
+fn campaigns(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let now = now_ms();
+    let campaigns = campaigns_config()?;
+    let views: Vec<CampaignView<'_>> = campaigns
+        .iter()
+        .map(|campaign| CampaignView {
+            campaign,
+            left: (campaign.stock - counter(&stock_key(&campaign.id))).max(0),
+            claimed_by_you: counter(&claimed_key(&campaign.id, pseudonym)),
+            open: campaign.open_at(now),
+        })
+        .collect();
+    Response::json(&serde_json::json!({ "campaigns": views }))
+}
+
+fn stock_key(campaign: &str) -> String {
+    format!("stock/{campaign}")
+}
+
+fn claimed_key(campaign: &str, pseudonym: &str) -> String {
+    format!("claimed/{campaign}/{pseudonym}")
+}
+
+fn coupon_key(code: &str) -> String {
+    format!("coupon/{code}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClaimBody {
+    campaign: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ExpireJob {
+    code: String,
+}
+
+#[derive(Serialize)]
+struct CouponAnswer<'a> {
+    coupon: &'a Coupon,
+}
+
+fn claim(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = key_required(request)?;
+    let ClaimBody { campaign } = request.json()?;
+    let claim_key = format!("claim-key/{pseudonym}/{key}");
+    if let Some(code) = store::get(&claim_key).and_then(|bytes| String::from_utf8(bytes).ok()) {
+        let coupon = load(&code)?.ok_or_else(|| missing(&code))?;
+        return Response::json(&CouponAnswer { coupon: &coupon });
+    }
+    let campaign = find_campaign(&campaign)?;
+    let now = now_ms();
+    if !campaign.open_at(now) {
+        return Err(ScenarioError::refused(
+            "campaign_closed",
+            "this campaign is not open for claims now",
+        ));
+    }
+    let stock = Bounds {
+        min: 0,
+        max: campaign.stock,
+    };
+    store::increment(&stock_key(&campaign.id), 1, stock).map_err(|error| match error {
+        IncrementError::OutOfBounds { .. } => {
+            ScenarioError::conflict("sold_out", "all coupons of this campaign are taken")
+        }
+        IncrementError::NotACounter => broken("stock"),
+    })?;
+    let limit = Bounds {
+        min: 0,
+        max: campaign.per_customer_limit,
+    };
+    store::increment(&claimed_key(&campaign.id, pseudonym), 1, limit).map_err(
+        |error| match error {
+            IncrementError::OutOfBounds { .. } => ScenarioError::refused(
+                "limit_reached",
+                format!(
+                    "you hold the most coupons of this campaign you may ({})",
+                    campaign.per_customer_limit
+                ),
+            ),
+            IncrementError::NotACounter => broken("claimed"),
+        },
+    )?;
+    if campaign.price_points > 0 {
+        ledger::spend(
+            campaign.price_points,
+            &format!("claim/{pseudonym}/{key}"),
+            &format!("coupon {}", campaign.id),
+        )?;
+    }
+    let expires_at_ms = now + i64::from(campaign.valid_days) * 86_400_000;
+    let mut coupon = None;
+    for _ in 0..3 {
+        let code = format_code(secure_u64()?);
+        let candidate = Coupon {
+            code: code.clone(),
+            campaign: campaign.id.clone(),
+            merchant: campaign.merchant.clone(),
+            title: campaign.title.clone(),
+            owner: pseudonym.to_owned(),
+            status: Status::Issued,
+            claimed_at_ms: now,
+            expires_at_ms,
+            min_spend_fen: campaign.min_spend_fen,
+            discount: campaign.discount.clone(),
+            redeemed_at_ms: None,
+            discount_fen: None,
+        };
+        let bytes = serde_json::to_vec(&candidate).map_err(|_| broken("coupon"))?;
+        if store::compare_and_swap(&coupon_key(&code), None, Some(&bytes)) {
+            coupon = Some(candidate);
+            break;
+        }
+    }
+    let coupon = coupon.ok_or_else(|| {
+        ScenarioError::conflict("code_collision", "could not draw a free code; retry")
+    })?;
+    store::set(
+        &format!(
+            "mine/{pseudonym}/{:013}-{}",
+            coupon.claimed_at_ms, coupon.code
+        ),
+        coupon.code.as_bytes(),
+    );
+    if !store::compare_and_swap(&claim_key, None, Some(coupon.code.as_bytes())) {
+        return Err(ScenarioError::conflict(
+            "claim_in_progress",
+            "this claim is being made by another request; retry",
+        ));
+    }
+    let expire = ExpireJob {
+        code: coupon.code.clone(),
+    };
+    jobs::schedule(
+        "expire",
+        &expire,
+        When::AtMs(expires_at_ms),
+        &format!("expire/{}", coupon.code),
+    )?;
+    events::emit(
+        "coupon.claimed",
+        &serde_json::json!({"campaign": campaign.id, "points": campaign.price_points}),
+    )?;
+    Response::json(&CouponAnswer { coupon: &coupon })
+}
+
+/// 64 bits from the host's CSPRNG (WASI random).
+fn secure_u64() -> Result<u64, ScenarioError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|_| ScenarioError::refused("random_unavailable", "no secure randomness"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn load(code: &str) -> Result<Option<Coupon>, ScenarioError> {
+    store::get_json(&coupon_key(code))
+}
+
+fn missing(code: &str) -> ScenarioError {
+    ScenarioError::refused("coupon_not_found", format!("no coupon {code:?} here"))
+}
+
+fn broken(what: &str) -> ScenarioError {
+    ScenarioError::conflict("data_broken", format!("the stored {what} is not readable"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageBody {
+    after: Option<String>,
+}
+
+fn my_coupons(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let after = request
+        .json::<Option<PageBody>>()?
+        .and_then(|page| page.after);
+    let prefix = format!("mine/{pseudonym}/");
+    let keys = store::list_keys(&prefix, after.as_deref(), PAGE);
+    let now = now_ms();
+    let mut coupons = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let Some(code) = store::get(key).and_then(|bytes| String::from_utf8(bytes).ok()) else {
+            continue;
+        };
+        if let Some(mut coupon) = load(&code)? {
+            coupon.status = coupon.status_at(now);
+            coupons.push(coupon);
+        }
+    }
+    let next = (keys.len() == PAGE as usize)
+        .then(|| keys.last().cloned())
+        .flatten();
+    Response::json(&serde_json::json!({ "coupons": coupons, "next": next }))
+}
+
+fn merchant(request: &Request) -> Result<&str, ScenarioError> {
+    match request.caller() {
+        Caller::Partner { partner_id } => Ok(partner_id),
+        _ => Err(ScenarioError::refused(
+            "merchant_required",
+            "coupons are verified and redeemed by the merchant's till (the partner API)",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    code: String,
+    spend_fen: Option<i64>,
+}
+
+fn verify(request: &Request) -> Result<Response, ScenarioError> {
+    let merchant = merchant(request)?;
+    let VerifyBody { code, spend_fen } = request.json()?;
+    let code = logic::normalize_code(&code);
+    let coupon = load(&code)?
+        .filter(|coupon| coupon.merchant == merchant)
+        .ok_or_else(|| missing(&code))?;
+    let now = now_ms();
+    let redeemable = coupon.status_at(now) == Status::Issued;
+    let discount_fen = spend_fen.map(|spend| coupon.discount_for(spend));
+    Response::json(&serde_json::json!({
+        "coupon": coupon,
+        "redeemable": redeemable,
+        "discount_fen": discount_fen,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemBody {
+    code: String,
+    spend_fen: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Redemption {
+    code: String,
+    discount_fen: i64,
+    pay_fen: i64,
+}
+
+fn redeem(request: &Request) -> Result<Response, ScenarioError> {
+    let merchant = merchant(request)?;
+    let key = key_required(request)?;
+    let RedeemBody { code, spend_fen } = request.json()?;
+    let code = logic::normalize_code(&code);
+    let redeem_key = format!("redeem-key/{merchant}/{key}");
+    if let Some(earlier) = store::get_json::<Redemption>(&redeem_key)? {
+        return Response::json(&earlier);
+    }
+    let stored = store::get(&coupon_key(&code)).ok_or_else(|| missing(&code))?;
+    let coupon: Coupon = serde_json::from_slice(&stored).map_err(|_| broken("coupon"))?;
+    if coupon.merchant != merchant {
+        return Err(missing(&code));
+    }
+    let now = now_ms();
+    match coupon.status_at(now) {
+        Status::Issued => {}
+        Status::Redeemed => {
+            return Err(ScenarioError::conflict(
+                "already_redeemed",
+                "this coupon was redeemed before",
+            ));
+        }
+        Status::Expired => {
+            return Err(ScenarioError::refused("expired", "this coupon has expired"));
+        }
+    }
+    if spend_fen < coupon.min_spend_fen {
+        return Err(ScenarioError::refused(
+            "below_min_spend",
+            format!(
+                "this coupon needs a spend of at least {} fen",
+                coupon.min_spend_fen
+            ),
+        ));
+    }
+    let discount_fen = coupon.discount_for(spend_fen);
+    let redeemed = Coupon {
+        status: Status::Redeemed,
+        redeemed_at_ms: Some(now),
+        discount_fen: Some(discount_fen),
+        ..coupon
+    };
+    let bytes = serde_json::to_vec(&redeemed).map_err(|_| broken("coupon"))?;
+    if !store::compare_and_swap(&coupon_key(&code), Some(&stored), Some(&bytes)) {
+        return Err(ScenarioError::conflict(
+            "already_redeemed",
+            "this coupon was redeemed meanwhile",
+        ));
+    }
+    let redemption = Redemption {
+        code,
+        discount_fen,
+        pay_fen: spend_fen - discount_fen,
+    };
+    store::set_json(&redeem_key, &redemption)?;
+    events::emit(
+        "coupon.redeemed",
+        &serde_json::json!({"campaign": redeemed.campaign, "discount_fen": discount_fen}),
+    )?;
+    Response::json(&redemption)
+}
+
+/// Marks an unused coupon expired once its time has come (a retried job finds it done).
+fn expire(code: &str) -> Result<(), ScenarioError> {
+    let Some(stored) = store::get(&coupon_key(code)) else {
+        return Ok(());
+    };
+    let coupon: Coupon = serde_json::from_slice(&stored).map_err(|_| broken("coupon"))?;
+    if coupon.status != Status::Issued || now_ms() < coupon.expires_at_ms {
+        return Ok(());
+    }
+    let expired = Coupon {
+        status: Status::Expired,
+        ..coupon
+    };
+    let bytes = serde_json::to_vec(&expired).map_err(|_| broken("coupon"))?;
+    // A redemption that got there first wins; then there is nothing to expire.
+    store::compare_and_swap(&coupon_key(code), Some(&stored), Some(&bytes));
+    Ok(())
+}
