@@ -11,6 +11,7 @@ mod identity;
 mod jobs;
 mod ledger;
 mod loading;
+mod mall;
 mod openapi;
 mod outbound;
 mod payments;

@@ -1,0 +1,173 @@
+//! The `points-mall` reference scenario end to end, on each backend: two customers racing for
+//! the last item (one wins, the other keeps its points), a physical order cancelled for the
+//! points back into their lots and the stock back, fulfilment by the item's partner only.
+
+use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
+use serde_json::{Value, json};
+
+const MALL: Bundle = Bundle::new("reference/points-mall");
+const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
+
+async fn keyed(host: &TestHost, token: &str, path: &str, body: Value, key: &str) -> Reply {
+    host.request_with_headers(
+        reqwest::Method::POST,
+        path,
+        Some(token),
+        Some(body.to_string().into_bytes()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+/// A host with the mall selling `items` in `cn`, a funded check-in budget, and customers who
+/// have checked in once (10 points each).
+async fn mall(items: Value, customers: &[&str]) -> (TestHost, Vec<String>) {
+    let host = TestHost::start(&[MALL, POINTS_DEMO]).await;
+    let version = host
+        .state
+        .registry
+        .deployment("points-mall", "cn")
+        .expect("the mall runs in cn")
+        .plugin
+        .version
+        .clone();
+    let admin = host.state.admin_token.clone();
+    let body = json!({"version": version, "config": {"items": items}}).to_string();
+    let put = host
+        .request(
+            reqwest::Method::PUT,
+            "/admin/v1/regions/cn/plugins/points-mall",
+            Some(&admin),
+            Some(body.into_bytes()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let funded = keyed(
+        &host,
+        &admin,
+        "/admin/v1/budgets/points-demo/cn",
+        json!({"points": 1000}),
+        "f",
+    )
+    .await;
+    assert_eq!(funded.status, 200, "{funded:?}");
+    let mut tokens = Vec::new();
+    for customer in customers {
+        let token = host.token(customer, "cn");
+        let checked_in = host
+            .call(&token, "points-demo", "check-in", json!(null))
+            .await;
+        assert_eq!(checked_in.body["points"], 10, "{checked_in:?}");
+        tokens.push(token);
+    }
+    (host, tokens)
+}
+
+async fn points(host: &TestHost, token: &str) -> Value {
+    host.request(reqwest::Method::GET, "/v1/points", Some(token), None)
+        .await
+        .body
+}
+
+async fn partner_key(host: &TestHost, id: &str) -> String {
+    let admin = host.state.admin_token.clone();
+    let partner = json!({"name": id, "plugins": ["points-mall"]}).to_string();
+    let put = host
+        .request(
+            reqwest::Method::PUT,
+            &format!("/admin/v1/partners/{id}"),
+            Some(&admin),
+            Some(partner.into_bytes()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let key = host
+        .request(
+            reqwest::Method::POST,
+            &format!("/admin/v1/partners/{id}/keys"),
+            Some(&admin),
+            Some(json!({"name": "ops"}).to_string().into_bytes()),
+        )
+        .await;
+    key.body["key"].as_str().expect("a key").to_owned()
+}
+
+const REDEEM: &str = "/v1/scenarios/points-mall/redeem";
+
+on_each_backend! {
+    async fn racing_for_the_last_item_one_wins_and_the_other_keeps_its_points() {
+        let pen = json!([{"id": "pen", "title": "Pen", "price_points": 8, "stock": 1,
+                          "per_customer_limit": 1, "kind": "virtual", "partner": "gifts"}]);
+        let (host, tokens) = mall(pen, &["alice", "bob"]).await;
+        let (alice, bob) = (&tokens[0], &tokens[1]);
+        let (a, b) = tokio::join!(
+            keyed(&host, alice, REDEEM, json!({"item": "pen"}), "a"),
+            keyed(&host, bob, REDEEM, json!({"item": "pen"}), "b"),
+        );
+        let (winner, loser, winner_token, loser_token) = if a.status == 200 {
+            (&a, &b, alice, bob)
+        } else {
+            (&b, &a, bob, alice)
+        };
+        assert_eq!(winner.status, 200, "{a:?} {b:?}");
+        assert_eq!(loser.status, 409, "{loser:?}");
+        assert!(
+            loser.body["scenario_code"] == "sold_out" || loser.code() == "store_conflict",
+            "{loser:?}"
+        );
+        assert_eq!(winner.body["order"]["status"], "fulfilled");
+        assert_eq!(winner.body["order"]["code"].as_str().map(str::len), Some(16));
+        assert_eq!(points(&host, winner_token).await["available"], 2);
+        let kept = points(&host, loser_token).await;
+        assert_eq!((kept["available"].clone(), kept["held"].clone()), (json!(10), json!(0)), "{kept}");
+
+        // Without the points: refused before any stock moves.
+        let carol = host.token("carol", "cn");
+        let poor = keyed(&host, &carol, REDEEM, json!({"item": "pen"}), "c").await;
+        assert_eq!(poor.body["scenario_code"], "points_insufficient", "{poor:?}");
+        host.stop().await;
+    }
+
+    async fn a_physical_order_is_cancelled_for_the_points_back_until_fulfilled() {
+        let umbrella = json!([{"id": "umbrella", "title": "Umbrella", "price_points": 6, "stock": 5,
+                               "per_customer_limit": 2, "kind": "physical", "partner": "gifts"}]);
+        let (host, tokens) = mall(umbrella, &["alice"]).await;
+        let alice = &tokens[0];
+        let before = points(&host, alice).await;
+        let no_address = keyed(&host, alice, REDEEM, json!({"item": "umbrella"}), "r0").await;
+        assert_eq!(no_address.body["scenario_code"], "address_required", "{no_address:?}");
+
+        let address = json!({"item": "umbrella", "address": "1 Lujiang Rd, Xiamen"});
+        let ordered = keyed(&host, alice, REDEEM, address.clone(), "r1").await;
+        assert_eq!(ordered.status, 200, "{ordered:?}");
+        assert_eq!(ordered.body["order"]["status"], "awaiting_fulfilment");
+        let again = keyed(&host, alice, REDEEM, address.clone(), "r1").await;
+        assert_eq!(again.body["order"]["id"], ordered.body["order"]["id"], "a retry is the same order");
+        assert_eq!(points(&host, alice).await["available"], 4);
+        let id = ordered.body["order"]["id"].as_str().expect("id").to_owned();
+
+        let cancelled = keyed(&host, alice, "/v1/scenarios/points-mall/cancel", json!({"order": id}), "c1").await;
+        assert_eq!(cancelled.body["order"]["status"], "cancelled", "{cancelled:?}");
+        // The points are back, in the lot they came from (same expiry).
+        assert_eq!(points(&host, alice).await, before);
+        let catalog = host.call(alice, "points-mall", "catalog", json!(null)).await;
+        assert_eq!(catalog.body["items"][0]["left"], 5, "{catalog:?}");
+        assert_eq!(catalog.body["items"][0]["redeemed_by_you"], 0);
+
+        // Fulfilled by its partner, it can no longer be cancelled; another partner cannot.
+        let second = keyed(&host, alice, REDEEM, address, "r2").await;
+        let id = second.body["order"]["id"].as_str().expect("id").to_owned();
+        let gifts = partner_key(&host, "gifts").await;
+        let other = partner_key(&host, "other-shop").await;
+        let fulfil = "/partner/v1/scenarios/points-mall/fulfil?region=cn";
+        let wrong = keyed(&host, &other, fulfil, json!({"order": id}), "f").await;
+        assert_eq!(wrong.body["scenario_code"], "order_not_found", "{wrong:?}");
+        let done = keyed(&host, &gifts, fulfil, json!({"order": id, "tracking": "SF123"}), "f").await;
+        assert_eq!(done.body["order"]["status"], "fulfilled", "{done:?}");
+        let late = keyed(&host, alice, "/v1/scenarios/points-mall/cancel", json!({"order": id}), "c2").await;
+        assert_eq!(late.body["scenario_code"], "already_fulfilled", "{late:?}");
+        let listed = host.call(alice, "points-mall", "orders", json!(null)).await;
+        assert_eq!(listed.body["orders"].as_array().map(Vec::len), Some(2), "{listed:?}");
+        host.stop().await;
+    }
+}
