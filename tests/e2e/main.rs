@@ -19,3 +19,4 @@ mod points;
 mod registry;
 mod reports;
 mod store;
+mod wheel;

@@ -1,0 +1,391 @@
+//! Spin-wheel lottery (网点智惠转盘). Written against `lifecircle-sdk` only.
+//!
+//! | Action | Caller | Body | Answer |
+//! |--------|--------|------|--------|
+//! | `wheel` | customer | — | `{"prizes": [...], "spins_today", "free_left", "cost_points", "daily_limit"}` |
+//! | `spin` | customer, `Idempotency-Key` | — | `{"prize": {...}, "outcome": "won" / "thanks", "reason"?, "paid_with": "free" / "points", "draw": request id}` |
+//! | `my-prizes` | customer | `{"after"?: cursor}` | `{"prizes": [...], "next": cursor or null}` |
+//!
+//! The draw: the prizes still in stock (and, when the guarantee is due, without `thanks`) are
+//! picked by weight with one `random.below` of the host's verifiable randomness, so every spin
+//! can be checked with `lifecircle verify-draw --invocation <draw>`.
+//!
+//! Documented fallbacks: a prize whose stock is gone is not on the wheel for the draw; when no
+//! prize is left the spin answers `thanks`. A points prize the campaign's budget cannot cover
+//! becomes `thanks` with reason `budget_exhausted` (never over-awarded), and its stock is not
+//! taken. A cash prize is paid through `payments` by a job `payout_working_days` working days
+//! after the spin, retried until the bank confirms.
+
+use lifecircle_sdk::jobs::{self, When};
+use lifecircle_sdk::payments::{self, Money, Status as PaymentStatus};
+use lifecircle_sdk::store::{self, Bounds, IncrementError};
+use lifecircle_sdk::{
+    Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger, random,
+};
+use serde::{Deserialize, Serialize};
+
+/// Prizes one `my-prizes` page lists.
+const PAGE: u32 = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Prize {
+    id: String,
+    title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    title_zh: Option<String>,
+    kind: Kind,
+    #[serde(default)]
+    amount: i64,
+    weight: u64,
+    /// `None`: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stock: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Kind {
+    Points,
+    Cash,
+    Thanks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Wheel {
+    #[serde(default)]
+    free_spins_per_day: i64,
+    #[serde(default)]
+    cost_points: i64,
+    #[serde(default = "one")]
+    daily_limit: i64,
+    #[serde(default)]
+    guarantee_after: i64,
+    #[serde(default)]
+    payout_working_days: u32,
+    #[serde(default)]
+    utc_offset_minutes: i64,
+    prizes: Vec<Prize>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A spin's result, as kept for the customer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Won {
+    draw: String,
+    prize: String,
+    title: String,
+    kind: Kind,
+    amount: i64,
+    at_ms: i64,
+    outcome: &'static str,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    paid_with: &'static str,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payout_job: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CashJob {
+    draw: String,
+    fen: i64,
+}
+
+struct SpinWheel;
+
+impl Scenario for SpinWheel {
+    fn handle(request: Request) -> Result<Response, ScenarioError> {
+        match request.action() {
+            "wheel" => wheel(&request),
+            "spin" => spin(&request),
+            "my-prizes" => my_prizes(&request),
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+
+    fn on_job(job: Job) -> Result<(), ScenarioError> {
+        match job.name() {
+            "pay-cash" => {
+                let CashJob { draw, fen } = job.json()?;
+                // Keyed by the draw: every attempt asks for the same payout.
+                let paid =
+                    payments::payout(Money::cny(fen), &format!("cash/{draw}"), "red packet")?;
+                match paid.status {
+                    PaymentStatus::Succeeded => Ok(()),
+                    PaymentStatus::Pending => Err(ScenarioError::conflict(
+                        "payout_pending",
+                        "the bank has not confirmed the payout yet",
+                    )),
+                    PaymentStatus::Failed => Err(ScenarioError::refused(
+                        "payout_failed",
+                        paid.reason.unwrap_or_else(|| "declined".into()),
+                    )),
+                }
+            }
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+}
+
+lifecircle_sdk::export!(SpinWheel);
+
+fn settings() -> Result<Wheel, ScenarioError> {
+    let wheel: Wheel = config::get_all()?;
+    if wheel
+        .prizes
+        .iter()
+        .any(|p| p.kind != Kind::Thanks && p.amount < 1)
+    {
+        return Err(ScenarioError::refused(
+            "config_invalid",
+            "every points or cash prize needs an amount of at least 1",
+        ));
+    }
+    Ok(wheel)
+}
+
+fn now_ms() -> i64 {
+    clock::now().unix_milliseconds() as i64
+}
+
+/// The bank's local day of `ms`.
+fn day_of(ms: i64, offset_minutes: i64) -> i64 {
+    (ms + offset_minutes * 60_000).div_euclid(86_400_000)
+}
+
+fn counter(key: &str) -> i64 {
+    store::get(key)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
+fn won_key(prize: &str) -> String {
+    format!("won/{prize}")
+}
+
+fn left(prize: &Prize) -> Option<i64> {
+    prize
+        .stock
+        .map(|stock| (stock - counter(&won_key(&prize.id))).max(0))
+}
+
+fn broken(what: &str) -> ScenarioError {
+    ScenarioError::conflict("data_broken", format!("the stored {what} is not readable"))
+}
+
+#[derive(Serialize)]
+struct PrizeView<'a> {
+    #[serde(flatten)]
+    prize: &'a Prize,
+    left: Option<i64>,
+}
+
+fn wheel(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let wheel = settings()?;
+    let spins = counter(&format!(
+        "spins/{pseudonym}/{}",
+        day_of(now_ms(), wheel.utc_offset_minutes)
+    ));
+    let prizes: Vec<PrizeView<'_>> = wheel
+        .prizes
+        .iter()
+        .map(|prize| PrizeView {
+            prize,
+            left: left(prize),
+        })
+        .collect();
+    Response::json(&serde_json::json!({
+        "prizes": prizes,
+        "spins_today": spins,
+        "free_left": (wheel.free_spins_per_day - spins).max(0),
+        "cost_points": wheel.cost_points,
+        "daily_limit": wheel.daily_limit,
+    }))
+}
+
+fn spin(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = request.idempotency_key().ok_or_else(|| {
+        ScenarioError::invalid_input(
+            "idempotency_key_required",
+            "send an Idempotency-Key header, so a retried spin is not a second spin",
+        )
+    })?;
+    let by_key = format!("spin-key/{pseudonym}/{key}");
+    if let Some(earlier) = store::get_json::<serde_json::Value>(&by_key)? {
+        return Response::json(&earlier);
+    }
+    let wheel = settings()?;
+    let now = now_ms();
+    let day = day_of(now, wheel.utc_offset_minutes);
+    let limit = Bounds {
+        min: 0,
+        max: wheel.daily_limit,
+    };
+    let spins = store::increment(&format!("spins/{pseudonym}/{day}"), 1, limit).map_err(
+        |error| match error {
+            IncrementError::OutOfBounds { .. } => ScenarioError::refused(
+                "daily_limit_reached",
+                format!("you have spun {} times today", wheel.daily_limit),
+            ),
+            IncrementError::NotACounter => broken("spins"),
+        },
+    )?;
+    let paid_with = if spins <= wheel.free_spins_per_day {
+        "free"
+    } else {
+        ledger::spend(
+            wheel.cost_points,
+            &format!("spin/{pseudonym}/{key}"),
+            "wheel spin",
+        )?;
+        "points"
+    };
+
+    // The draw: prizes with stock left; when the guarantee is due, only winning ones.
+    let misses_key = format!("misses/{pseudonym}");
+    let misses = counter(&misses_key);
+    let guaranteed = wheel.guarantee_after > 0 && misses >= wheel.guarantee_after;
+    let candidates: Vec<&Prize> = wheel
+        .prizes
+        .iter()
+        .filter(|prize| prize.weight > 0 && left(prize) != Some(0))
+        .filter(|prize| !guaranteed || prize.kind != Kind::Thanks)
+        .collect();
+    let weights: Vec<u64> = candidates.iter().map(|prize| prize.weight).collect();
+    let picked = random::pick_weighted(&weights).map(|index| candidates[index]);
+    let thanks = wheel.prizes.iter().find(|prize| prize.kind == Kind::Thanks);
+    let (mut prize, mut reason) = match (picked, thanks) {
+        (Some(prize), _) => (prize.clone(), None),
+        (None, Some(thanks)) => (thanks.clone(), Some("no prize left".to_owned())),
+        (None, None) => (thanks_prize(), Some("no prize left".to_owned())),
+    };
+
+    let mut payout_job = None;
+    match prize.kind {
+        Kind::Thanks => {}
+        Kind::Points => {
+            match ledger::award(
+                prize.amount,
+                &format!("prize/{pseudonym}/{key}"),
+                &prize.title,
+            ) {
+                Ok(_) => take_stock(&prize)?,
+                Err(ledger::LedgerError::BudgetExhausted { .. }) => {
+                    prize = thanks.cloned().unwrap_or_else(thanks_prize);
+                    reason = Some("budget_exhausted".into());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Kind::Cash => {
+            take_stock(&prize)?;
+            let job = CashJob {
+                draw: request.request_id().to_owned(),
+                fen: prize.amount,
+            };
+            payout_job = Some(jobs::schedule(
+                "pay-cash",
+                &job,
+                When::AfterWorkingDays(wheel.payout_working_days),
+                &format!("cash/{}", request.request_id()),
+            )?);
+        }
+    }
+    let outcome = if prize.kind == Kind::Thanks {
+        store::increment(&misses_key, 1, Bounds::NON_NEGATIVE).map_err(|_| broken("misses"))?;
+        "thanks"
+    } else {
+        store::set(&misses_key, b"0");
+        "won"
+    };
+    let won = Won {
+        draw: request.request_id().to_owned(),
+        prize: prize.id.clone(),
+        title: prize.title.clone(),
+        kind: prize.kind,
+        amount: prize.amount,
+        at_ms: now,
+        outcome,
+        reason,
+        paid_with,
+        payout_job,
+    };
+    store::set_json(&format!("prizes/{pseudonym}/{now:013}-{key}"), &won)?;
+    store::set_json(&by_key, &won)?;
+    events::emit(
+        "spin.drawn",
+        &serde_json::json!({"prize": won.prize, "outcome": outcome, "guaranteed": guaranteed}),
+    )?;
+    Response::json(&won)
+}
+
+fn thanks_prize() -> Prize {
+    Prize {
+        id: "thanks".into(),
+        title: "Thank you for playing".into(),
+        title_zh: Some("谢谢参与".into()),
+        kind: Kind::Thanks,
+        amount: 0,
+        weight: 0,
+        stock: None,
+    }
+}
+
+/// Takes one of `prize`'s stock; bounded, and checked again at commit, so a prize is never
+/// given beyond its stock however many spins race.
+fn take_stock(prize: &Prize) -> Result<(), ScenarioError> {
+    let Some(stock) = prize.stock else {
+        return Ok(());
+    };
+    let bounds = Bounds { min: 0, max: stock };
+    store::increment(&won_key(&prize.id), 1, bounds).map_err(|error| match error {
+        IncrementError::OutOfBounds { .. } => {
+            ScenarioError::conflict("prize_gone", "that prize was just taken; spin again")
+        }
+        IncrementError::NotACounter => broken("stock"),
+    })?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageBody {
+    after: Option<String>,
+}
+
+fn my_prizes(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let after = request
+        .json::<Option<PageBody>>()?
+        .and_then(|page| page.after);
+    let keys = store::list_keys(&format!("prizes/{pseudonym}/"), after.as_deref(), PAGE);
+    let mut prizes = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if let Some(won) = store::get_json::<serde_json::Value>(key)? {
+            prizes.push(won);
+        }
+    }
+    let next = (keys.len() == PAGE as usize)
+        .then(|| keys.last().cloned())
+        .flatten();
+    Response::json(&serde_json::json!({ "prizes": prizes, "next": next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_days_start_at_local_midnight() {
+        // 2026-11-30T16:00Z is midnight in UTC+8.
+        let midnight = 1_796_054_400_000;
+        assert_eq!(day_of(midnight, 480), day_of(midnight - 1, 480) + 1);
+        assert_eq!(day_of(midnight, 0), day_of(midnight - 1, 0));
+    }
+}
