@@ -64,6 +64,11 @@ pub struct Config {
     /// Settings of the plugin registry.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Development mode: where `serve` runs the biller simulator that `utility-payments`'
+    /// development billers call (`host:port`; empty: not started). Ignored outside
+    /// development mode.
+    #[serde(default = "default_dev_biller_listen")]
+    pub dev_biller_listen: String,
     /// The bank's local time and working days.
     #[serde(default)]
     pub calendar: crate::calendar::CalendarConfig,
@@ -391,6 +396,9 @@ impl Default for AuditConfig {
     }
 }
 
+fn default_dev_biller_listen() -> String {
+    "127.0.0.1:8090".into()
+}
 fn default_retention_days() -> u32 {
     180
 }

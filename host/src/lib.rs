@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 pub mod bench;
+pub mod biller_sim;
 pub mod calendar;
 pub mod client;
 pub mod commit;

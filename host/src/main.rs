@@ -309,6 +309,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             plugin.manifest.name
         );
     }
+    let simulator = &state.config.dev_biller_listen;
+    if !state.config.plugins_dir.as_os_str().is_empty() && !simulator.is_empty() {
+        match tokio::net::TcpListener::bind(simulator.as_str()).await {
+            Ok(listener) => {
+                say!("Biller simulator (development): http://{simulator}/bills");
+                tokio::spawn(lifecircle::biller_sim::serve(listener));
+            }
+            Err(error) => {
+                tracing::warn!(%simulator, %error, "the biller simulator did not start; bill payments in development will fail");
+            }
+        }
+    }
     if deployments.iter().any(|d| &*d.plugin.id == "hello") {
         let customer = Customer {
             id: "demo-customer".into(),

@@ -2,6 +2,7 @@
 //! built from `plugins/`, driven over HTTP.
 
 mod auth;
+mod bills;
 mod coupons;
 mod errors;
 mod fairness;

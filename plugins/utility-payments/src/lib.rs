@@ -1,0 +1,426 @@
+//! Utility bill payments (民生缴费). Written against `lifecircle-sdk` only.
+//!
+//! | Action | Caller | Body | Answer |
+//! |--------|--------|------|--------|
+//! | `billers` | customer | — | `{"billers": [...]}` |
+//! | `inquire` | customer | `{"biller": id, "account": "..."}` | `{"due_fen": n, "period": "..."}` or `{"no_bill": true}` |
+//! | `pay` | customer, `Idempotency-Key` | `{"biller": id, "account": "...", "fen": n}` | `{"receipt": {...}}` |
+//! | `receipts` | customer | `{"after"?: cursor}` | `{"receipts": [...], "next": cursor or null}` |
+//!
+//! `pay` debits the customer through `payments` (keyed by the request's `Idempotency-Key`),
+//! then asks the biller to confirm. A receipt ends `paid` (the biller confirmed; the points
+//! for paying are awarded then, once) or `refunded` (the biller refused or never got it; the
+//! debit is refunded, once). When the biller's answer is unknown (a timeout, or `pending`) the
+//! receipt is `pending` and a job polls the biller's status until it is final, then settles or
+//! refunds. A debit the bank declines makes a `declined` receipt; one the bank has not
+//! answered waits as `pending` for the same job. No money is lost: every debit ends paid or
+//! refunded.
+
+use lifecircle_sdk::jobs::{self, When};
+use lifecircle_sdk::outbound::{HttpRequest, OutboundError};
+use lifecircle_sdk::payments::{self, Money, Status as PaymentStatus};
+use lifecircle_sdk::store;
+use lifecircle_sdk::{
+    Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger,
+};
+use serde::{Deserialize, Serialize};
+
+/// Receipts one `receipts` page lists.
+const PAGE: u32 = 50;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Biller {
+    id: String,
+    kind: String,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_zh: Option<String>,
+    api_url: String,
+    min_fen: i64,
+    max_fen: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReceiptStatus {
+    Paid,
+    Refunded,
+    Declined,
+    Pending,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Receipt {
+    id: String,
+    biller: String,
+    account: String,
+    fen: i64,
+    status: ReceiptStatus,
+    at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    biller_receipt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refund: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default)]
+    points: i64,
+    /// The store key the receipt lives under.
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PollJob {
+    receipt: String,
+    round: u32,
+}
+
+struct UtilityPayments;
+
+impl Scenario for UtilityPayments {
+    fn handle(request: Request) -> Result<Response, ScenarioError> {
+        match request.action() {
+            "billers" => billers(),
+            "inquire" => inquire(&request),
+            "pay" => pay(&request),
+            "receipts" => receipts(&request),
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+
+    fn on_job(job: Job) -> Result<(), ScenarioError> {
+        match job.name() {
+            "poll" => {
+                let PollJob { receipt, round } = job.json()?;
+                poll(&receipt, round)
+            }
+            _ => Err(ScenarioError::unknown_action()),
+        }
+    }
+}
+
+lifecircle_sdk::export!(UtilityPayments);
+
+fn all_billers() -> Result<Vec<Biller>, ScenarioError> {
+    Ok(config::get("billers")?.unwrap_or_default())
+}
+
+fn biller(id: &str) -> Result<Biller, ScenarioError> {
+    all_billers()?
+        .into_iter()
+        .find(|biller| biller.id == id)
+        .ok_or_else(|| {
+            ScenarioError::invalid_input("biller_not_found", format!("no biller {id:?} here"))
+        })
+}
+
+fn billers() -> Result<Response, ScenarioError> {
+    Response::json(&serde_json::json!({ "billers": all_billers()? }))
+}
+
+fn check_account(account: &str) -> Result<(), ScenarioError> {
+    let valid = (1..=32).contains(&account.len())
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ScenarioError::invalid_input(
+            "account_invalid",
+            "an account number is 1 to 32 letters, digits or '-'",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InquireBody {
+    biller: String,
+    account: String,
+}
+
+#[derive(Deserialize)]
+struct Due {
+    due_fen: i64,
+    period: String,
+}
+
+fn inquire(request: &Request) -> Result<Response, ScenarioError> {
+    request.require_customer()?;
+    let InquireBody { biller, account } = request.json()?;
+    check_account(&account)?;
+    let biller = self::biller(&biller)?;
+    let answer = HttpRequest::post(&format!("{}/inquire", biller.api_url))
+        .json(&serde_json::json!({ "account": account }))
+        .send()?;
+    if answer.status == 404 {
+        return Response::json(&serde_json::json!({ "no_bill": true }));
+    }
+    if !answer.is_success() {
+        return Err(ScenarioError::refused(
+            "biller_unavailable",
+            "the biller cannot answer now; try again later",
+        ));
+    }
+    let Due { due_fen, period } = answer.json()?;
+    Response::json(&serde_json::json!({ "due_fen": due_fen, "period": period }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    biller: String,
+    account: String,
+    fen: i64,
+}
+
+#[derive(Serialize)]
+struct ReceiptAnswer<'a> {
+    receipt: &'a Receipt,
+}
+
+fn now_ms() -> i64 {
+    clock::now().unix_milliseconds() as i64
+}
+
+fn pay(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let key = request.idempotency_key().ok_or_else(|| {
+        ScenarioError::invalid_input(
+            "idempotency_key_required",
+            "send an Idempotency-Key header, so a retry does not pay twice",
+        )
+    })?;
+    let PayBody {
+        biller,
+        account,
+        fen,
+    } = request.json()?;
+    check_account(&account)?;
+    let by_key = format!("pay-key/{pseudonym}/{key}");
+    if let Some(receipt_key) = store::get(&by_key).and_then(|b| String::from_utf8(b).ok())
+        && let Some(receipt) = store::get_json::<Receipt>(&receipt_key)?
+    {
+        return Response::json(&ReceiptAnswer { receipt: &receipt });
+    }
+    let biller = self::biller(&biller)?;
+    if fen < biller.min_fen || fen > biller.max_fen {
+        return Err(ScenarioError::invalid_input(
+            "amount_out_of_range",
+            format!(
+                "{} takes {} to {} fen at once",
+                biller.name, biller.min_fen, biller.max_fen
+            ),
+        ));
+    }
+    let at_ms = now_ms();
+    let id = request.request_id().to_owned();
+    let receipt_key = format!("receipts/{pseudonym}/{at_ms:013}-{id}");
+    let debit = payments::debit(
+        Money::cny(fen),
+        &format!("bill/{pseudonym}/{key}"),
+        &format!("{} {}", biller.name, account),
+    )?;
+    let mut receipt = Receipt {
+        id,
+        biller: biller.id.clone(),
+        account,
+        fen,
+        status: ReceiptStatus::Pending,
+        at_ms,
+        payment: Some(debit.id.clone()),
+        biller_receipt: None,
+        refund: None,
+        reason: None,
+        points: 0,
+        key: receipt_key.clone(),
+    };
+    match debit.status {
+        PaymentStatus::Failed => {
+            receipt.status = ReceiptStatus::Declined;
+            receipt.reason = debit.reason.clone();
+        }
+        PaymentStatus::Pending => {
+            receipt.reason = Some("waiting for the bank".into());
+            schedule_poll(&receipt, 1)?;
+        }
+        PaymentStatus::Succeeded => confirm(&biller, &mut receipt)?,
+    }
+    store::set_json(&receipt_key, &receipt)?;
+    store::set(&by_key, receipt_key.as_bytes());
+    Response::json(&ReceiptAnswer { receipt: &receipt })
+}
+
+/// Asks the biller to confirm the receipt's (succeeded) debit and settles by the answer.
+fn confirm(biller: &Biller, receipt: &mut Receipt) -> Result<(), ScenarioError> {
+    let payment = receipt.payment.clone().unwrap_or_default();
+    let answer = HttpRequest::post(&format!("{}/pay", biller.api_url))
+        .header("idempotency-key", &payment)
+        .json(&serde_json::json!({
+            "payment": payment,
+            "account": receipt.account,
+            "fen": receipt.fen,
+        }))
+        .send();
+    match answer {
+        Ok(response) if response.is_success() => {
+            let body: serde_json::Value = response.json().unwrap_or_default();
+            match body["status"].as_str() {
+                Some("confirmed") => {
+                    receipt.biller_receipt = body["receipt"].as_str().map(str::to_owned);
+                    settle(receipt)
+                }
+                _ => {
+                    receipt.reason = Some("the biller is processing the payment".into());
+                    schedule_poll(receipt, 1)
+                }
+            }
+        }
+        // No answer in time: the biller may have the payment; ask it again later.
+        Err(OutboundError::Timeout) => {
+            receipt.reason = Some("the biller did not answer in time".into());
+            schedule_poll(receipt, 1)
+        }
+        Ok(_) | Err(_) => refund(receipt, "the biller did not accept the payment"),
+    }
+}
+
+/// The biller confirmed: the receipt is paid, the points for paying awarded (once).
+fn settle(receipt: &mut Receipt) -> Result<(), ScenarioError> {
+    let points: i64 = config::get("points_per_payment")?.unwrap_or(0);
+    if points > 0 {
+        let payment = receipt.payment.clone().unwrap_or_default();
+        match ledger::award(points, &format!("points/{payment}"), "bill payment") {
+            Ok(_) => receipt.points = points,
+            // An empty budget does not undo a paid bill; the receipt says no points came.
+            Err(ledger::LedgerError::BudgetExhausted { .. }) => receipt.points = 0,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    receipt.status = ReceiptStatus::Paid;
+    receipt.reason = None;
+    events::emit(
+        "bill.paid",
+        &serde_json::json!({"biller": receipt.biller, "fen": receipt.fen, "points": receipt.points}),
+    )?;
+    Ok(())
+}
+
+/// The biller refused or never got the payment: the debit is refunded (once).
+fn refund(receipt: &mut Receipt, why: &str) -> Result<(), ScenarioError> {
+    let payment = receipt.payment.clone().unwrap_or_default();
+    let refund = payments::refund(
+        &payment,
+        Money::cny(receipt.fen),
+        &format!("refund/{payment}"),
+        why,
+    )?;
+    receipt.status = ReceiptStatus::Refunded;
+    receipt.refund = Some(refund.id);
+    receipt.reason = Some(why.to_owned());
+    events::emit(
+        "bill.refunded",
+        &serde_json::json!({"biller": receipt.biller, "fen": receipt.fen}),
+    )?;
+    Ok(())
+}
+
+fn schedule_poll(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
+    let seconds: u64 = config::get("poll_seconds")?.unwrap_or(60);
+    let job = PollJob {
+        receipt: receipt.key.clone(),
+        round,
+    };
+    jobs::schedule(
+        "poll",
+        &job,
+        When::AfterSeconds(seconds),
+        &format!("poll/{}/{round}", receipt.id),
+    )?;
+    Ok(())
+}
+
+/// One poll of a pending receipt: its debit first, then the biller; reschedules itself while
+/// the answer is not final, up to `poll_max` rounds (then the receipt waits for the bank's
+/// operators, still pending).
+fn poll(receipt_key: &str, round: u32) -> Result<(), ScenarioError> {
+    let Some(mut receipt) = store::get_json::<Receipt>(receipt_key)? else {
+        return Ok(());
+    };
+    if receipt.status != ReceiptStatus::Pending {
+        return Ok(());
+    }
+    let biller = biller(&receipt.biller)?;
+    let payment = receipt.payment.clone().unwrap_or_default();
+    let debit = payments::status(&payment)?;
+    match debit.status {
+        PaymentStatus::Failed => {
+            receipt.status = ReceiptStatus::Declined;
+            receipt.reason = debit.reason;
+        }
+        PaymentStatus::Pending => again(&receipt, round)?,
+        PaymentStatus::Succeeded => {
+            let answer = HttpRequest::get(&format!("{}/payments/{payment}", biller.api_url)).send();
+            match answer {
+                Ok(response) if response.status == 404 => {
+                    // The biller never got it (the first request was lost): ask it now.
+                    confirm(&biller, &mut receipt)?;
+                }
+                Ok(response) if response.is_success() => {
+                    let body: serde_json::Value = response.json().unwrap_or_default();
+                    match body["status"].as_str() {
+                        Some("confirmed") => {
+                            receipt.biller_receipt = body["receipt"].as_str().map(str::to_owned);
+                            settle(&mut receipt)?;
+                        }
+                        Some("failed") => refund(&mut receipt, "the biller refused the payment")?,
+                        _ => again(&receipt, round)?,
+                    }
+                }
+                _ => again(&receipt, round)?,
+            }
+        }
+    }
+    store::set_json(receipt_key, &receipt)?;
+    Ok(())
+}
+
+fn again(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
+    let max: u32 = config::get("poll_max")?.unwrap_or(20);
+    if round < max {
+        schedule_poll(receipt, round + 1)?;
+    } else {
+        lifecircle_sdk::warn!(
+            "receipt {} still pending after {round} polls; the bank's operators must settle it",
+            receipt.id
+        );
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageBody {
+    after: Option<String>,
+}
+
+fn receipts(request: &Request) -> Result<Response, ScenarioError> {
+    let pseudonym = request.require_customer()?;
+    let after = request
+        .json::<Option<PageBody>>()?
+        .and_then(|page| page.after);
+    let keys = store::list_keys(&format!("receipts/{pseudonym}/"), after.as_deref(), PAGE);
+    let mut receipts = Vec::with_capacity(keys.len());
+    for key in &keys {
+        if let Some(receipt) = store::get_json::<Receipt>(key)? {
+            receipts.push(receipt);
+        }
+    }
+    let next = (keys.len() == PAGE as usize)
+        .then(|| keys.last().cloned())
+        .flatten();
+    Response::json(&serde_json::json!({ "receipts": receipts, "next": next }))
+}

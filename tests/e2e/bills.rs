@@ -1,0 +1,175 @@
+//! The `utility-payments` reference scenario end to end, on each backend, against the repo's
+//! biller simulator: a bill paid (points once settled), the biller failing (refunded), timing
+//! out and answering pending (settled by the polling job), pending then failing (refunded):
+//! no money lost, exactly one of settled or refunded, points only for settled payments.
+
+use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
+use serde_json::{Value, json};
+
+const BILLS: Bundle = Bundle::new("reference/utility-payments");
+
+/// The simulator on 127.0.0.1, and a host whose region `cn` pays its bills there.
+async fn setup() -> TestHost {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}/bills", listener.local_addr().expect("address"));
+    tokio::spawn(lifecircle::biller_sim::serve(listener));
+    let host = TestHost::start_with(&[BILLS], |config| {
+        config.jobs.poll_interval_ms = 20;
+        config.outbound.timeout_ms = 500;
+    })
+    .await;
+    let version = host
+        .state
+        .registry
+        .deployment("utility-payments", "cn")
+        .expect("bill payments run in cn")
+        .plugin
+        .version
+        .clone();
+    let settings = json!({
+        "version": version,
+        "outbound_hosts": ["127.0.0.1"],
+        "config": {
+            "points_per_payment": 10, "poll_seconds": 0, "poll_max": 10,
+            "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
+                         "min_fen": 100, "max_fen": 100000}]
+        }
+    });
+    let put = host
+        .request(
+            reqwest::Method::PUT,
+            "/admin/v1/regions/cn/plugins/utility-payments",
+            Some(&host.state.admin_token),
+            Some(settings.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let funded = host
+        .request_with_headers(
+            reqwest::Method::POST,
+            "/admin/v1/budgets/utility-payments/cn",
+            Some(&host.state.admin_token),
+            Some(json!({"points": 1000}).to_string().into_bytes()),
+            &[("idempotency-key", "fund")],
+        )
+        .await;
+    assert_eq!(funded.status, 200, "{funded:?}");
+    host
+}
+
+async fn pay(host: &TestHost, token: &str, account: &str, key: &str) -> Reply {
+    host.request_with_headers(
+        reqwest::Method::POST,
+        "/v1/scenarios/utility-payments/pay",
+        Some(token),
+        Some(
+            json!({"biller": "water", "account": account, "fen": 4250})
+                .to_string()
+                .into_bytes(),
+        ),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+async fn balance(host: &TestHost, customer: &str) -> i64 {
+    let reply = host
+        .request(
+            reqwest::Method::GET,
+            &format!("/admin/v1/sandbox/accounts/{customer}"),
+            Some(&host.state.admin_token),
+            None,
+        )
+        .await;
+    reply.body["balance_minor"].as_i64().unwrap_or(-1)
+}
+
+async fn points(host: &TestHost, token: &str) -> Value {
+    host.request(reqwest::Method::GET, "/v1/points", Some(token), None)
+        .await
+        .body["total"]
+        .clone()
+}
+
+/// Waits until the customer's only receipt is no longer pending, and returns it.
+async fn final_receipt(host: &TestHost, token: &str) -> Value {
+    let mut receipt = Value::Null;
+    for _ in 0..500 {
+        let listed = host
+            .call(token, "utility-payments", "receipts", json!(null))
+            .await;
+        receipt = listed.body["receipts"][0].clone();
+        if receipt["status"] != "pending" {
+            return receipt;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the receipt stayed pending: {receipt}");
+}
+
+on_each_backend! {
+    async fn a_bill_ends_paid_or_refunded_whatever_the_biller_does() {
+        let host = setup().await;
+
+        // Inquiry, then a bill paid at once: debited, points awarded.
+        let alice = host.token("alice", "cn");
+        let due = host.call(&alice, "utility-payments", "inquire", json!({"biller": "water", "account": "0591-1"})).await;
+        assert_eq!(due.body, json!({"due_fen": 4250, "period": "2026-11"}), "{due:?}");
+        let none = host.call(&alice, "utility-payments", "inquire", json!({"biller": "water", "account": "nobill-1"})).await;
+        assert_eq!(none.body, json!({"no_bill": true}));
+        let paid = pay(&host, &alice, "0591-1", "a1").await;
+        assert_eq!(paid.body["receipt"]["status"], "paid", "{paid:?}");
+        assert_eq!(pay(&host, &alice, "0591-1", "a1").await.body["receipt"]["id"], paid.body["receipt"]["id"]);
+        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(points(&host, &alice).await, 10);
+
+        // The biller refuses: refunded, no points.
+        let bob = host.token("bob", "cn");
+        let refused = pay(&host, &bob, "fail-1", "b1").await;
+        assert_eq!(refused.body["receipt"]["status"], "refunded", "{refused:?}");
+        assert_eq!(balance(&host, "bob").await, 100_000);
+        assert_eq!(points(&host, &bob).await, 0);
+
+        // The biller answers too late: pending, then settled by the polling job.
+        let carol = host.token("carol", "cn");
+        let late = pay(&host, &carol, "slow-1", "c1").await;
+        assert_eq!(late.body["receipt"]["status"], "pending", "{late:?}");
+        assert_eq!(final_receipt(&host, &carol).await["status"], "paid");
+        assert_eq!(balance(&host, "carol").await, 100_000 - 4250);
+        assert_eq!(points(&host, &carol).await, 10);
+
+        // The biller answers pending, and confirms on its third status query.
+        let dave = host.token("dave", "cn");
+        let pending = pay(&host, &dave, "pending-1", "d1").await;
+        assert_eq!(pending.body["receipt"]["status"], "pending", "{pending:?}");
+        assert_eq!(final_receipt(&host, &dave).await["status"], "paid");
+        assert_eq!(points(&host, &dave).await, 10);
+
+        // Pending, then refused: refunded, no points.
+        let erin = host.token("erin", "cn");
+        pay(&host, &erin, "pendingfail-1", "e1").await;
+        assert_eq!(final_receipt(&host, &erin).await["status"], "refunded");
+        assert_eq!(balance(&host, "erin").await, 100_000);
+        assert_eq!(points(&host, &erin).await, 0);
+
+        // Not enough money: declined, nothing moved. (Funding opens frank's account with what
+        // it funds, not the sandbox's opening balance.)
+        let poor = host.token("frank", "cn");
+        let admin = host.state.admin_token.clone();
+        let drained = host
+            .request(
+                reqwest::Method::POST,
+                "/admin/v1/sandbox/accounts/frank/fund",
+                Some(&admin),
+                Some(json!({"amount_minor": 1_000, "currency": "CNY"}).to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(drained.body["balance_minor"], 1_000, "{drained:?}");
+        let declined = pay(&host, &poor, "0591-2", "f1").await;
+        assert_eq!(declined.body["receipt"]["status"], "declined", "{declined:?}");
+        assert_eq!(declined.body["receipt"]["reason"], "insufficient_funds");
+        host.stop().await;
+    }
+}
