@@ -10,6 +10,9 @@
 //! Ledger: `POST /v1/scenarios/points-demo/churn` (spend 1 point, award 1 point back from one
 //! hot budget account, committed durably) with one customer per connection, on SQLite and, when
 //! given a PostgreSQL URL, on PostgreSQL beside `pgbench -b tpcb-like` on the same server.
+//!
+//! Scenarios: `spin-wheel/spin` and `merchant-coupons/claim` of the reference plugins over
+//! HTTP on SQLite, one customer per connection.
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -166,6 +169,7 @@ pub async fn run(
         "{:>34} {:>12.0} {:>10.1} {:>10.1}",
         "lifecircle on SQLite", sqlite.rate, sqlite.p50_us, sqlite.p99_us
     );
+    scenario_cases(&state, connections, duration).await?;
     let Some(url) = postgres else {
         println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
         return Ok(());
@@ -477,6 +481,147 @@ async fn ledger_case(
     let _ = stop.send(());
     let _ = served.await;
     measured
+}
+
+/// The reference scenarios' hot actions over HTTP on SQLite, one customer per connection:
+/// `spin-wheel/spin` (a wheel of free spins, 1 in 10 winning points from the budget) and
+/// `merchant-coupons/claim` (a campaign with stock to spare). Skipped when the plugins
+/// directory lacks them.
+async fn scenario_cases(
+    state: &AppState,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    use crate::ledger::{self, ADMIN_SCOPE, Operation, Request as LedgerRequest};
+    use crate::registry::enablement::{self, Change, Setting};
+    const REGION: &str = "cn";
+    let (Some(wheel), Some(coupons)) = (
+        state.registry.deployment("spin-wheel", REGION),
+        state.registry.deployment("merchant-coupons", REGION),
+    ) else {
+        println!("(the spin-wheel and merchant-coupons bundles are missing: no scenario rows)");
+        return Ok(());
+    };
+    let settings = [
+        (
+            "spin-wheel",
+            wheel.plugin.version.clone(),
+            serde_json::json!({
+                "free_spins_per_day": 10000, "daily_limit": 10000, "cost_points": 0,
+                "guarantee_after": 0,
+                "prizes": [
+                    {"id": "five", "title": "5 points", "kind": "points", "amount": 5,
+                     "weight": 10, "stock": 1_000_000_000},
+                    {"id": "thanks", "title": "Thanks", "kind": "thanks", "weight": 90}
+                ]
+            }),
+        ),
+        (
+            "merchant-coupons",
+            coupons.plugin.version.clone(),
+            serde_json::json!({"campaigns": [{
+                "id": "bench", "merchant": "bench-shop", "title": "Bench",
+                "discount": {"kind": "fixed", "fen": 100}, "stock": 1_000_000_000,
+                "per_customer_limit": 1_000_000_000, "valid_days": 30
+            }]}),
+        ),
+    ];
+    let now_ms = ledger::now_ms();
+    {
+        let mut transaction = state.db.write.begin().await?;
+        let mut conn = transaction.conn();
+        for (plugin, version, config) in &settings {
+            let setting = Setting {
+                config: config.as_object().cloned().unwrap_or_default(),
+                ..Setting::default()
+            };
+            let change = Change {
+                version: Some(version),
+                enabled: true,
+                setting: &setting,
+                by: "bench",
+            };
+            enablement::put(&mut conn, REGION, plugin, &change, now_ms).await?;
+        }
+        let fund = LedgerRequest {
+            scope: ADMIN_SCOPE,
+            key: "bench-wheel-fund",
+            now_ms,
+            memo: "bench setup",
+            id: None,
+        };
+        let amount = 1_000_000_000;
+        ledger::apply(
+            &mut conn,
+            &fund,
+            "spin-wheel",
+            REGION,
+            &Operation::Fund { amount },
+        )
+        .await?;
+        transaction.commit().await?;
+    }
+    state.registry.reload().await?;
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..connections)
+            .map(|index| {
+                state.identity.mint(
+                    &Customer {
+                        id: format!("bench-scenario-{index}"),
+                        region: REGION.into(),
+                    },
+                    Duration::from_secs(3600),
+                )
+            })
+            .collect::<Option<_>>()
+            .context(NO_SECRET)?,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        state.clone(),
+    ));
+    println!();
+    println!(
+        "Scenarios: reference plugins' hot actions, {connections} connections (one customer each) on SQLite, {} s per row",
+        duration.as_secs()
+    );
+    println!(
+        "{:>34} {:>12} {:>10} {:>10}",
+        "action", "calls/s", "p50 µs", "p99 µs"
+    );
+    for (label, path, body) in [
+        ("spin-wheel/spin", "/v1/scenarios/spin-wheel/spin", "null"),
+        (
+            "merchant-coupons/claim",
+            "/v1/scenarios/merchant-coupons/claim",
+            r#"{"campaign":"bench"}"#,
+        ),
+    ] {
+        let tokens = tokens.clone();
+        let make: MakeRequest = Arc::new(move |connection, n| {
+            let mut request = post_request(path, Some(&tokens[connection]), body);
+            request.headers_mut().insert(
+                "idempotency-key",
+                hyper::header::HeaderValue::from_str(&format!("{connection}-{n}"))
+                    .expect("ASCII key"),
+            );
+            request
+        });
+        let measured = http_case(address, make, connections, duration).await?;
+        println!(
+            "{:>34} {:>12.0} {:>10.1} {:>10.1}",
+            label, measured.rate, measured.p50_us, measured.p99_us
+        );
+    }
+    let _ = stop.send(());
+    let _ = served.await;
+    Ok(())
 }
 
 /// Throughput and latency of one case.
