@@ -309,6 +309,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             plugin.manifest.name
         );
     }
+    if !state.config.plugins_dir.as_os_str().is_empty()
+        && let Err(error) = fund_dev_budgets(&state, &dev_region, &deployments).await
+    {
+        tracing::warn!(%error, "could not fund the development budgets");
+    }
     let simulator = &state.config.dev_biller_listen;
     if !state.config.plugins_dir.as_os_str().is_empty() && !simulator.is_empty() {
         match tokio::net::TcpListener::bind(simulator.as_str()).await {
@@ -340,9 +345,77 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         say!(
             "  curl -s -X POST http://{address}/v1/scenarios/hello/echo -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"hello\":\"world\"}}'"
         );
+        let ids: Vec<&str> = deployments.iter().map(|d| &*d.plugin.id).collect();
+        let scenarios = [
+            "utility-payments",
+            "spin-wheel",
+            "merchant-coupons",
+            "points-mall",
+        ];
+        if scenarios.iter().all(|id| ids.contains(id)) {
+            let call = |action: &str, key: &str, body: &str| {
+                format!(
+                    "  curl -s -X POST http://{address}/v1/scenarios/{action} -H 'Authorization: Bearer {token}' -H 'Idempotency-Key: {key}' -H 'Content-Type: application/json' -d '{body}'"
+                )
+            };
+            say!("The loop (bill → points → spin → coupon → mall; budgets are funded):");
+            say!(
+                "{}",
+                call(
+                    "utility-payments/pay",
+                    "bill-1",
+                    r#"{"biller":"xm-water","account":"0591-1","fen":4250}"#
+                )
+            );
+            say!("  curl -s http://{address}/v1/points -H 'Authorization: Bearer {token}'");
+            say!("{}", call("spin-wheel/spin", "spin-1", "null"));
+            say!(
+                "{}",
+                call(
+                    "merchant-coupons/claim",
+                    "claim-1",
+                    r#"{"campaign":"tea-10"}"#
+                )
+            );
+            say!("{}", call("points-mall/catalog", "catalog-1", "null"));
+        }
     }
     drop(out);
     lifecircle::serve(listener, shutdown_signal(), state).await?;
+    Ok(())
+}
+
+/// Points each development plugin's budget in the development region gets, once per
+/// database.
+const DEV_BUDGET_POINTS: i64 = 1_000_000;
+
+/// Funds the budget of every plugin running in `region` once (an idempotent admin funding per
+/// plugin), so the reference scenarios can award points out of the box.
+async fn fund_dev_budgets(
+    state: &lifecircle::AppState,
+    region: &str,
+    deployments: &[&std::sync::Arc<lifecircle::registry::Deployment>],
+) -> anyhow::Result<()> {
+    use lifecircle::ledger::{self, ADMIN_SCOPE, Operation, Request};
+    let mut transaction = state.db.write.begin().await?;
+    let mut conn = transaction.conn();
+    for deployment in deployments {
+        let key = format!("dev-seed/{}/{region}", deployment.plugin.id);
+        let request = Request {
+            scope: ADMIN_SCOPE,
+            key: &key,
+            now_ms: ledger::now_ms(),
+            memo: "development budget",
+            id: None,
+        };
+        let fund = Operation::Fund {
+            amount: DEV_BUDGET_POINTS,
+        };
+        ledger::apply(&mut conn, &request, &deployment.plugin.id, region, &fund)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+    }
+    transaction.commit().await?;
     Ok(())
 }
 

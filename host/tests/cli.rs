@@ -93,6 +93,36 @@ fn serve_prints_a_banner_and_a_curl_line_that_works_as_printed() {
         serde_json::from_slice(&output.stdout).expect("the curl line answers JSON");
     assert_eq!(body, serde_json::json!({"echo": {"hello": "world"}}));
 
+    // The walkthrough of the reference scenarios works as printed too: a spin (the wheel's
+    // budget is funded) and a coupon claim.
+    let title = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the walkthrough follows");
+    assert!(title.starts_with("The loop"), "{title}");
+    let walkthrough: Vec<String> = (0..5)
+        .map(|_| {
+            lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a walkthrough line")
+        })
+        .collect();
+    let run = |needle: &str| {
+        let line = walkthrough
+            .iter()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} line: {walkthrough:?}"));
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(line.trim())
+            .output()
+            .expect("sh runs the curl line");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+    };
+    let spun = run("spin-wheel/spin");
+    assert!(spun["outcome"].is_string(), "{spun}");
+    let claimed = run("merchant-coupons/claim");
+    assert_eq!(claimed["coupon"]["campaign"], "tea-10", "{claimed}");
+
     // SIGTERM: the host stops gracefully and exits 0.
     let status = Command::new("kill")
         .arg("-TERM")
