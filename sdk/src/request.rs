@@ -235,6 +235,27 @@ impl Request {
             .ok_or_else(ScenarioError::customer_required)
     }
 
+    /// The client's `Idempotency-Key`, or [`ScenarioError::InvalidInput`] with code
+    /// `idempotency_key_required`: what an action that writes on the client's behalf (pays,
+    /// spends, claims) asks for, so a retried request does not act twice.
+    ///
+    /// ```
+    /// # use lifecircle_sdk::{Caller, Request};
+    /// let request = Request::new("pay", Caller::Scheduler, "null");
+    /// let error = request.require_idempotency_key().expect_err("no key");
+    /// assert_eq!(error.code(), Some("idempotency_key_required"));
+    /// let keyed = request.with_idempotency_key("k-1");
+    /// assert_eq!(keyed.require_idempotency_key().ok(), Some("k-1"));
+    /// ```
+    pub fn require_idempotency_key(&self) -> Result<&str, ScenarioError> {
+        self.idempotency_key().ok_or_else(|| {
+            ScenarioError::invalid_input(
+                "idempotency_key_required",
+                "send an Idempotency-Key header, so a retried request does not act twice",
+            )
+        })
+    }
+
     /// The request body as JSON text (`null` when the client sent no body).
     ///
     /// ```

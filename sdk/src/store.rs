@@ -142,6 +142,23 @@ pub fn list_keys(prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
     raw::list_keys(prefix, after, limit)
 }
 
+/// The counter under `key`: 0 when the key is missing or does not hold a counter. For showing
+/// a count (stock left, spins today); to change one, use [`increment`], whose bounds the host
+/// checks again at commit.
+///
+/// ```no_run
+/// use lifecircle_sdk::store;
+///
+/// let claimed = store::counter("claimed/tea-10");
+/// # let _ = claimed;
+/// ```
+pub fn counter(key: &str) -> i64 {
+    get(key)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Adds `delta` to the counter under `key` (a missing key counts as 0) if the result stays
 /// within `bounds`, and returns the new value.
 ///

@@ -49,46 +49,10 @@ async fn set_campaigns(host: &TestHost, campaigns: Value) {
     assert_eq!(reply.status, 200, "{reply:?}");
 }
 
-/// A till key for the merchant `id`.
-async fn till(host: &TestHost, id: &str) -> String {
-    let admin = host.state.admin_token.clone();
-    let partner = json!({"name": id, "plugins": ["merchant-coupons"]}).to_string();
-    let put = host
-        .request(
-            reqwest::Method::PUT,
-            &format!("/admin/v1/partners/{id}"),
-            Some(&admin),
-            Some(partner.into_bytes()),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{put:?}");
-    let key = host
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/partners/{id}/keys"),
-            Some(&admin),
-            Some(json!({"name": "till"}).to_string().into_bytes()),
-        )
-        .await;
-    key.body["key"].as_str().expect("a key").to_owned()
-}
-
-async fn keyed(host: &TestHost, token: &str, path: &str, body: Value, key: &str) -> Reply {
-    host.request_with_headers(
-        reqwest::Method::POST,
-        path,
-        Some(token),
-        Some(body.to_string().into_bytes()),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
-
 async fn claim(host: &TestHost, token: &str, campaign: &str, key: &str) -> Reply {
-    keyed(
-        host,
-        token,
+    host.post_keyed(
         "/v1/scenarios/merchant-coupons/claim",
+        token,
         json!({"campaign": campaign}),
         key,
     )
@@ -127,8 +91,8 @@ on_each_backend! {
     async fn a_code_is_redeemed_once_only_at_its_merchant() {
         let host = TestHost::start(&[COUPONS]).await;
         set_campaigns(&host, json!([campaign("tea", 100, json!({"per_customer_limit": 2}))])).await;
-        let tea_house = till(&host, "tea-house").await;
-        let noodle_bar = till(&host, "noodle-bar").await;
+        let tea_house = host.partner_key("tea-house", &["merchant-coupons"]).await;
+        let noodle_bar = host.partner_key("noodle-bar", &["merchant-coupons"]).await;
         let alice = host.token("alice", "cn");
         let claimed = claim(&host, &alice, "tea", "a1").await;
         assert_eq!(claimed.status, 200, "{claimed:?}");
@@ -141,20 +105,20 @@ on_each_backend! {
         assert_eq!(third.body["scenario_code"], "limit_reached", "{third:?}");
 
         let verify = "/partner/v1/scenarios/merchant-coupons/verify?region=cn";
-        let checked = keyed(&host, &tea_house, verify, json!({"code": code.to_lowercase(), "spend_fen": 6000}), "v").await;
+        let checked = host.post_keyed(verify, &tea_house, json!({"code": code.to_lowercase(), "spend_fen": 6000}), "v").await;
         assert_eq!(checked.status, 200, "{checked:?}");
         assert_eq!(checked.body["redeemable"], true);
         assert_eq!(checked.body["discount_fen"], 1000);
-        let elsewhere = keyed(&host, &noodle_bar, verify, json!({"code": code}), "v").await;
+        let elsewhere = host.post_keyed(verify, &noodle_bar, json!({"code": code}), "v").await;
         assert_eq!(elsewhere.body["scenario_code"], "coupon_not_found", "{elsewhere:?}");
 
         let redeem = "/partner/v1/scenarios/merchant-coupons/redeem?region=cn";
-        let below = keyed(&host, &tea_house, redeem, json!({"code": code, "spend_fen": 4000}), "low").await;
+        let below = host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 4000}), "low").await;
         assert_eq!(below.body["scenario_code"], "below_min_spend", "{below:?}");
         let keys: Vec<String> = (0..200).map(|n| format!("till-{n}")).collect();
         let tills = keys
             .iter()
-            .map(|key| keyed(&host, &tea_house, redeem, json!({"code": code, "spend_fen": 6000}), key));
+            .map(|key| host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 6000}), key));
         let replies = futures::future::join_all(tills).await;
         let winners: Vec<(usize, &Reply)> = replies.iter().enumerate().filter(|(_, r)| r.status == 200).collect();
         assert_eq!(winners.len(), 1, "{:?}", replies.iter().map(|r| r.status).collect::<Vec<_>>());
@@ -163,7 +127,7 @@ on_each_backend! {
             assert_eq!(reply.status, 409, "{reply:?}");
         }
         // The winning till's retry answers the same; the coupon shows redeemed.
-        let retry = keyed(&host, &tea_house, redeem, json!({"code": code, "spend_fen": 6000}), &keys[winners[0].0]).await;
+        let retry = host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 6000}), &keys[winners[0].0]).await;
         assert_eq!(retry.body, winners[0].1.body);
         let mine = host.call(&alice, "merchant-coupons", "my-coupons", json!(null)).await;
         let statuses: Vec<&str> = mine.body["coupons"]
@@ -173,7 +137,7 @@ on_each_backend! {
         assert_eq!(statuses.len(), 2, "{mine:?}");
         assert!(statuses.contains(&"redeemed") && statuses.contains(&"issued"), "{mine:?}");
         // A customer cannot redeem.
-        let by_customer = keyed(&host, &alice, "/v1/scenarios/merchant-coupons/redeem", json!({"code": code, "spend_fen": 6000}), "x").await;
+        let by_customer = host.post_keyed("/v1/scenarios/merchant-coupons/redeem", &alice, json!({"code": code, "spend_fen": 6000}), "x").await;
         assert_eq!(by_customer.body["scenario_code"], "merchant_required", "{by_customer:?}");
         host.stop().await;
     }
@@ -184,9 +148,9 @@ on_each_backend! {
         })
         .await;
         set_campaigns(&host, json!([campaign("tea", 100, json!({"price_points": 8}))])).await;
-        let tea_house = till(&host, "tea-house").await;
+        let tea_house = host.partner_key("tea-house", &["merchant-coupons"]).await;
         let admin = host.state.admin_token.clone();
-        let funded = keyed(&host, &admin, "/admin/v1/budgets/points-demo/cn", json!({"points": 100}), "f").await;
+        let funded = host.post_keyed("/admin/v1/budgets/points-demo/cn", &admin, json!({"points": 100}), "f").await;
         assert_eq!(funded.status, 200, "{funded:?}");
         let alice = host.token("alice", "cn");
         let bob = host.token("bob", "cn");
@@ -231,7 +195,7 @@ on_each_backend! {
         let stored: Value = serde_json::from_slice(&stored).expect("JSON");
         assert_eq!(stored["status"], "expired", "{stored}");
         let redeem = "/partner/v1/scenarios/merchant-coupons/redeem?region=cn";
-        let late = keyed(&host, &tea_house, redeem, json!({"code": code, "spend_fen": 6000}), "late").await;
+        let late = host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 6000}), "late").await;
         assert_eq!(late.body["scenario_code"], "expired", "{late:?}");
         host.stop().await;
     }

@@ -2,22 +2,11 @@
 //! the last item (one wins, the other keeps its points), a physical order cancelled for the
 //! points back into their lots and the stock back, fulfilment by the item's partner only.
 
-use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
+use lifecircle_tests::{Bundle, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
 const MALL: Bundle = Bundle::new("reference/points-mall");
 const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
-
-async fn keyed(host: &TestHost, token: &str, path: &str, body: Value, key: &str) -> Reply {
-    host.request_with_headers(
-        reqwest::Method::POST,
-        path,
-        Some(token),
-        Some(body.to_string().into_bytes()),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
 
 /// A host with the mall selling `items` in `cn`, a funded check-in budget, and customers who
 /// have checked in once (10 points each).
@@ -42,14 +31,14 @@ async fn mall(items: Value, customers: &[&str]) -> (TestHost, Vec<String>) {
         )
         .await;
     assert_eq!(put.status, 200, "{put:?}");
-    let funded = keyed(
-        &host,
-        &admin,
-        "/admin/v1/budgets/points-demo/cn",
-        json!({"points": 1000}),
-        "f",
-    )
-    .await;
+    let funded = host
+        .post_keyed(
+            "/admin/v1/budgets/points-demo/cn",
+            &admin,
+            json!({"points": 1000}),
+            "f",
+        )
+        .await;
     assert_eq!(funded.status, 200, "{funded:?}");
     let mut tokens = Vec::new();
     for customer in customers {
@@ -69,29 +58,6 @@ async fn points(host: &TestHost, token: &str) -> Value {
         .body
 }
 
-async fn partner_key(host: &TestHost, id: &str) -> String {
-    let admin = host.state.admin_token.clone();
-    let partner = json!({"name": id, "plugins": ["points-mall"]}).to_string();
-    let put = host
-        .request(
-            reqwest::Method::PUT,
-            &format!("/admin/v1/partners/{id}"),
-            Some(&admin),
-            Some(partner.into_bytes()),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{put:?}");
-    let key = host
-        .request(
-            reqwest::Method::POST,
-            &format!("/admin/v1/partners/{id}/keys"),
-            Some(&admin),
-            Some(json!({"name": "ops"}).to_string().into_bytes()),
-        )
-        .await;
-    key.body["key"].as_str().expect("a key").to_owned()
-}
-
 const REDEEM: &str = "/v1/scenarios/points-mall/redeem";
 
 on_each_backend! {
@@ -101,8 +67,8 @@ on_each_backend! {
         let (host, tokens) = mall(pen, &["alice", "bob"]).await;
         let (alice, bob) = (&tokens[0], &tokens[1]);
         let (a, b) = tokio::join!(
-            keyed(&host, alice, REDEEM, json!({"item": "pen"}), "a"),
-            keyed(&host, bob, REDEEM, json!({"item": "pen"}), "b"),
+            host.post_keyed(REDEEM, alice, json!({"item": "pen"}), "a"),
+            host.post_keyed(REDEEM, bob, json!({"item": "pen"}), "b"),
         );
         let (winner, loser, winner_token, loser_token) = if a.status == 200 {
             (&a, &b, alice, bob)
@@ -123,7 +89,7 @@ on_each_backend! {
 
         // Without the points: refused before any stock moves.
         let carol = host.token("carol", "cn");
-        let poor = keyed(&host, &carol, REDEEM, json!({"item": "pen"}), "c").await;
+        let poor = host.post_keyed(REDEEM, &carol, json!({"item": "pen"}), "c").await;
         assert_eq!(poor.body["scenario_code"], "points_insufficient", "{poor:?}");
         host.stop().await;
     }
@@ -134,19 +100,19 @@ on_each_backend! {
         let (host, tokens) = mall(umbrella, &["alice"]).await;
         let alice = &tokens[0];
         let before = points(&host, alice).await;
-        let no_address = keyed(&host, alice, REDEEM, json!({"item": "umbrella"}), "r0").await;
+        let no_address = host.post_keyed(REDEEM, alice, json!({"item": "umbrella"}), "r0").await;
         assert_eq!(no_address.body["scenario_code"], "address_required", "{no_address:?}");
 
         let address = json!({"item": "umbrella", "address": "1 Lujiang Rd, Xiamen"});
-        let ordered = keyed(&host, alice, REDEEM, address.clone(), "r1").await;
+        let ordered = host.post_keyed(REDEEM, alice, address.clone(), "r1").await;
         assert_eq!(ordered.status, 200, "{ordered:?}");
         assert_eq!(ordered.body["order"]["status"], "awaiting_fulfilment");
-        let again = keyed(&host, alice, REDEEM, address.clone(), "r1").await;
+        let again = host.post_keyed(REDEEM, alice, address.clone(), "r1").await;
         assert_eq!(again.body["order"]["id"], ordered.body["order"]["id"], "a retry is the same order");
         assert_eq!(points(&host, alice).await["available"], 4);
         let id = ordered.body["order"]["id"].as_str().expect("id").to_owned();
 
-        let cancelled = keyed(&host, alice, "/v1/scenarios/points-mall/cancel", json!({"order": id}), "c1").await;
+        let cancelled = host.post_keyed("/v1/scenarios/points-mall/cancel", alice, json!({"order": id}), "c1").await;
         assert_eq!(cancelled.body["order"]["status"], "cancelled", "{cancelled:?}");
         // The points are back, in the lot they came from (same expiry).
         assert_eq!(points(&host, alice).await, before);
@@ -155,16 +121,16 @@ on_each_backend! {
         assert_eq!(catalog.body["items"][0]["redeemed_by_you"], 0);
 
         // Fulfilled by its partner, it can no longer be cancelled; another partner cannot.
-        let second = keyed(&host, alice, REDEEM, address, "r2").await;
+        let second = host.post_keyed(REDEEM, alice, address, "r2").await;
         let id = second.body["order"]["id"].as_str().expect("id").to_owned();
-        let gifts = partner_key(&host, "gifts").await;
-        let other = partner_key(&host, "other-shop").await;
+        let gifts = host.partner_key("gifts", &["points-mall"]).await;
+        let other = host.partner_key("other-shop", &["points-mall"]).await;
         let fulfil = "/partner/v1/scenarios/points-mall/fulfil?region=cn";
-        let wrong = keyed(&host, &other, fulfil, json!({"order": id}), "f").await;
+        let wrong = host.post_keyed(fulfil, &other, json!({"order": id}), "f").await;
         assert_eq!(wrong.body["scenario_code"], "order_not_found", "{wrong:?}");
-        let done = keyed(&host, &gifts, fulfil, json!({"order": id, "tracking": "SF123"}), "f").await;
+        let done = host.post_keyed(fulfil, &gifts, json!({"order": id, "tracking": "SF123"}), "f").await;
         assert_eq!(done.body["order"]["status"], "fulfilled", "{done:?}");
-        let late = keyed(&host, alice, "/v1/scenarios/points-mall/cancel", json!({"order": id}), "c2").await;
+        let late = host.post_keyed("/v1/scenarios/points-mall/cancel", alice, json!({"order": id}), "c2").await;
         assert_eq!(late.body["scenario_code"], "already_fulfilled", "{late:?}");
         let listed = host.call(alice, "points-mall", "orders", json!(null)).await;
         assert_eq!(listed.body["orders"].as_array().map(Vec::len), Some(2), "{listed:?}");

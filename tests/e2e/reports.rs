@@ -2,23 +2,12 @@
 //! a redemption, draws, a cash prize, a failed call) whose report must match figures computed
 //! by hand, per region subtree and day by day.
 
-use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
+use lifecircle_tests::{Bundle, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
 const HELLO: Bundle = Bundle::new("reference/hello");
 const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
 const HOSTILE: Bundle = Bundle::new("hostile/hostile-events");
-
-async fn keyed(host: &TestHost, token: &str, path: &str, body: Value, key: &str) -> Reply {
-    host.request_with_headers(
-        reqwest::Method::POST,
-        path,
-        Some(token),
-        Some(body.to_string().into_bytes()),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
 
 async fn report(host: &TestHost, query: &str) -> Value {
     let reply = host
@@ -57,7 +46,7 @@ on_each_backend! {
     async fn a_report_matches_the_figures_of_a_scripted_campaign() {
         let host = TestHost::start(&[HELLO, POINTS_DEMO]).await;
         let admin = host.state.admin_token.clone();
-        let funded = keyed(&host, &admin, "/admin/v1/budgets/points-demo/cn-fj", json!({"points": 1000}), "f1").await;
+        let funded = host.post_keyed("/admin/v1/budgets/points-demo/cn-fj", &admin, json!({"points": 1000}), "f1").await;
         assert_eq!(funded.status, 200, "{funded:?}");
         let alice = host.token("alice", "cn-fj");
         let bob = host.token("bob", "cn-fj");
@@ -69,7 +58,7 @@ on_each_backend! {
             let reply = host.call(token, "points-demo", "check-in", json!(null)).await;
             assert_eq!(reply.body["points"], 10, "{reply:?}");
         }
-        let redeemed = keyed(&host, &alice, "/v1/scenarios/points-demo/redeem", json!({"points": 5, "reward": "cup"}), "r1").await;
+        let redeemed = host.post_keyed("/v1/scenarios/points-demo/redeem", &alice, json!({"points": 5, "reward": "cup"}), "r1").await;
         assert_eq!(redeemed.status, 200, "{redeemed:?}");
         let failed = host.call(&carol, "points-demo", "check-in", json!(null)).await;
         assert_eq!(failed.status, 422, "{failed:?}");
@@ -79,7 +68,7 @@ on_each_backend! {
             let drew = host.call(&alice, "hello", "draw", json!({"sides": 6})).await;
             assert_eq!(drew.status, 200, "{drew:?}");
         }
-        let prize = keyed(&host, &alice, "/v1/scenarios/hello/prize", json!({"fen": 888}), "p1").await;
+        let prize = host.post_keyed("/v1/scenarios/hello/prize", &alice, json!({"fen": 888}), "p1").await;
         assert_eq!(prize.body["payment"]["status"], "succeeded", "{prize:?}");
         await_records(&host, "points-demo", 4).await;
         await_records(&host, "hello", 3).await;

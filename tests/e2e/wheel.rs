@@ -10,17 +10,6 @@ const WHEEL: Bundle = Bundle::new("reference/spin-wheel");
 const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
 const DAY_MS: i64 = 86_400_000;
 
-async fn keyed(host: &TestHost, token: &str, path: &str, body: Value, key: &str) -> Reply {
-    host.request_with_headers(
-        reqwest::Method::POST,
-        path,
-        Some(token),
-        Some(body.to_string().into_bytes()),
-        &[("idempotency-key", key)],
-    )
-    .await
-}
-
 async fn set_wheel(host: &TestHost, wheel: Value) {
     let version = host
         .state
@@ -45,26 +34,20 @@ async fn set_wheel(host: &TestHost, wheel: Value) {
 async fn fund(host: &TestHost, plugin: &str, points: i64) {
     let admin = host.state.admin_token.clone();
     let path = format!("/admin/v1/budgets/{plugin}/cn");
-    let funded = keyed(
-        host,
-        &admin,
-        &path,
-        json!({"points": points}),
-        &format!("fund-{plugin}"),
-    )
-    .await;
+    let funded = host
+        .post_keyed(
+            &path,
+            &admin,
+            json!({"points": points}),
+            &format!("fund-{plugin}"),
+        )
+        .await;
     assert_eq!(funded.status, 200, "{funded:?}");
 }
 
 async fn spin(host: &TestHost, token: &str, key: &str) -> Reply {
-    keyed(
-        host,
-        token,
-        "/v1/scenarios/spin-wheel/spin",
-        json!(null),
-        key,
-    )
-    .await
+    host.post_keyed("/v1/scenarios/spin-wheel/spin", token, json!(null), key)
+        .await
 }
 
 on_each_backend! {

@@ -453,6 +453,48 @@ impl TestHost {
         .await
     }
 
+    /// `POST path` as `token` with a JSON `body` and `Idempotency-Key: key`.
+    pub async fn post_keyed(&self, path: &str, token: &str, body: Value, key: &str) -> Reply {
+        self.request_with_headers(
+            reqwest::Method::POST,
+            path,
+            Some(token),
+            Some(body.to_string().into_bytes()),
+            &[("idempotency-key", key)],
+        )
+        .await
+    }
+
+    /// Registers partner `id` (head office) for `plugins` and returns a new API key of it.
+    pub async fn partner_key(&self, id: &str, plugins: &[&str]) -> String {
+        let admin = self.state.admin_token.clone();
+        let partner = serde_json::json!({"name": id, "plugins": plugins}).to_string();
+        let path = format!("/admin/v1/partners/{id}");
+        let put = self
+            .request(
+                reqwest::Method::PUT,
+                &path,
+                Some(&admin),
+                Some(partner.into_bytes()),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{put:?}");
+        let keys = format!("{path}/keys");
+        let key = serde_json::json!({"name": format!("key-{}", uuid_like())}).to_string();
+        let issued = self
+            .request(
+                reqwest::Method::POST,
+                &keys,
+                Some(&admin),
+                Some(key.into_bytes()),
+            )
+            .await;
+        issued.body["key"]
+            .as_str()
+            .expect("a partner key")
+            .to_owned()
+    }
+
     /// Any request; `token` becomes a bearer token, `body` is sent as JSON.
     pub async fn request(
         &self,

@@ -436,10 +436,7 @@ struct RemindersAnswer {
 
 fn reminders(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let reminded = store::get(&format!("reminded/{pseudonym}"))
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0);
+    let reminded = store::counter(&format!("reminded/{pseudonym}"));
     Response::json(&RemindersAnswer { reminded })
 }
 
@@ -517,19 +514,9 @@ struct PayBillAnswer {
     refund: Option<PaymentView>,
 }
 
-/// The client's `Idempotency-Key`, required for actions that move money.
-fn money_key(request: &Request) -> Result<&str, ScenarioError> {
-    request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "send an Idempotency-Key header, so a retry does not pay twice",
-        )
-    })
-}
-
 fn pay_bill(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = money_key(request)?;
+    let key = request.require_idempotency_key()?;
     let PayBillBody { fen, biller_url } = request.json()?;
     let debit = payments::debit(Money::cny(fen), &format!("bill/{pseudonym}/{key}"), "bill")?;
     let answer = |outcome, refund: Option<&Payment>| {
@@ -575,7 +562,7 @@ struct PaymentAnswer {
 
 fn refund(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = money_key(request)?;
+    let key = request.require_idempotency_key()?;
     let RefundBody { payment, fen } = request.json()?;
     let refund = payments::refund(
         &payment,
@@ -612,7 +599,7 @@ struct PrizeBody {
 /// Pays the customer a cash prize.
 fn prize(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = money_key(request)?;
+    let key = request.require_idempotency_key()?;
     let PrizeBody { fen } = request.json()?;
     let paid = payments::payout(
         Money::cny(fen),

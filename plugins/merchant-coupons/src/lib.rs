@@ -84,22 +84,6 @@ fn find_campaign(id: &str) -> Result<Campaign, ScenarioError> {
         })
 }
 
-fn counter(key: &str) -> i64 {
-    store::get(key)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0)
-}
-
-fn key_required(request: &Request) -> Result<&str, ScenarioError> {
-    request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "send an Idempotency-Key header, so a retry does not act twice",
-        )
-    })
-}
-
 #[derive(Serialize)]
 struct CampaignView<'a> {
     #[serde(flatten)]
@@ -117,8 +101,8 @@ fn campaigns(request: &Request) -> Result<Response, ScenarioError> {
         .iter()
         .map(|campaign| CampaignView {
             campaign,
-            left: (campaign.stock - counter(&stock_key(&campaign.id))).max(0),
-            claimed_by_you: counter(&claimed_key(&campaign.id, pseudonym)),
+            left: (campaign.stock - store::counter(&stock_key(&campaign.id))).max(0),
+            claimed_by_you: store::counter(&claimed_key(&campaign.id, pseudonym)),
             open: campaign.open_at(now),
         })
         .collect();
@@ -155,7 +139,7 @@ struct CouponAnswer<'a> {
 
 fn claim(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = key_required(request)?;
+    let key = request.require_idempotency_key()?;
     let ClaimBody { campaign } = request.json()?;
     let claim_key = format!("claim-key/{pseudonym}/{key}");
     if let Some(code) = store::get(&claim_key).and_then(|bytes| String::from_utf8(bytes).ok()) {
@@ -359,7 +343,7 @@ struct Redemption {
 
 fn redeem(request: &Request) -> Result<Response, ScenarioError> {
     let merchant = merchant(request)?;
-    let key = key_required(request)?;
+    let key = request.require_idempotency_key()?;
     let RedeemBody { code, spend_fen } = request.json()?;
     let code = logic::normalize_code(&code);
     let redeem_key = format!("redeem-key/{merchant}/{key}");

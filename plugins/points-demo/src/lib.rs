@@ -132,17 +132,6 @@ fn client_ledger_key(action: &str, pseudonym: &str, client_key: &str) -> String 
     format!("{action}:{pseudonym}:{client_key}")
 }
 
-/// The client's `Idempotency-Key`, which every client-driven write needs so that a retried
-/// call does not spend twice.
-fn required_idempotency_key(request: &Request) -> Result<&str, ScenarioError> {
-    request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "this action needs an Idempotency-Key header",
-        )
-    })
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RedeemBody {
@@ -158,7 +147,7 @@ struct RedeemAnswer {
 
 /// Spends points on a reward, named in the customer's history, and answers the new balance.
 fn redeem(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let RedeemBody { points, reward } = request.json()?;
     validate_reward(&reward)?;
     let key = client_ledger_key("redeem", pseudonym, client_key);
@@ -178,7 +167,7 @@ struct ChurnAnswer {
 /// Spends one point and awards one back from the budget in the same call: the ledger-writing
 /// call the host's benchmark measures (two postings, one hot budget account).
 fn churn(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let spent = ledger::spend(
         1,
         &client_ledger_key("churn-spend", pseudonym, client_key),
@@ -247,7 +236,7 @@ struct ReserveAnswer {
 
 /// Holds points for up to `seconds` (the host caps it), to be confirmed or cancelled.
 fn reserve(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let ReserveBody { points, seconds } = request.json()?;
     let key = client_ledger_key("reserve", pseudonym, client_key);
     let hold = ledger::hold(points, seconds, &key)?;
@@ -268,7 +257,7 @@ struct PostingAnswer {
 
 /// Spends `points` of a hold and releases the rest.
 fn confirm(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let ConfirmBody { hold, points } = request.json()?;
     let key = client_ledger_key("confirm", pseudonym, client_key);
     let posting = ledger::capture(&hold, points, &key)?;
@@ -283,7 +272,7 @@ struct CancelBody {
 
 /// Releases a hold: its points are available again.
 fn cancel(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let CancelBody { hold } = request.json()?;
     let key = client_ledger_key("cancel", pseudonym, client_key);
     ledger::release(&hold, &key)?;
@@ -303,7 +292,7 @@ struct RefundAnswer {
 
 /// Reverses a posting of this scenario: a spend's points come back, an award's go.
 fn refund(request: &Request, pseudonym: &str) -> Result<Response, ScenarioError> {
-    let client_key = required_idempotency_key(request)?;
+    let client_key = request.require_idempotency_key()?;
     let RefundBody { posting } = request.json()?;
     let key = client_ledger_key("refund", pseudonym, client_key);
     let reversal = ledger::reverse(&posting, &key)?;

@@ -111,22 +111,6 @@ fn items() -> Result<Vec<Item>, ScenarioError> {
     Ok(config::get("items")?.unwrap_or_default())
 }
 
-fn counter(key: &str) -> i64 {
-    store::get(key)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0)
-}
-
-fn key_required(request: &Request) -> Result<&str, ScenarioError> {
-    request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "send an Idempotency-Key header, so a retry does not act twice",
-        )
-    })
-}
-
 fn sold_key(item: &str) -> String {
     format!("sold/{item}")
 }
@@ -158,8 +142,8 @@ fn catalog(request: &Request) -> Result<Response, ScenarioError> {
         .iter()
         .map(|item| ItemView {
             item,
-            left: (item.stock - counter(&sold_key(&item.id))).max(0),
-            redeemed_by_you: counter(&bought_key(&item.id, pseudonym)),
+            left: (item.stock - store::counter(&sold_key(&item.id))).max(0),
+            redeemed_by_you: store::counter(&bought_key(&item.id, pseudonym)),
         })
         .collect();
     Response::json(&serde_json::json!({ "items": views }))
@@ -179,7 +163,7 @@ struct OrderAnswer<'a> {
 
 fn redeem(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = key_required(request)?;
+    let key = request.require_idempotency_key()?;
     let RedeemBody { item, address } = request.json()?;
     let order_by_key = format!("order-key/{pseudonym}/{key}");
     if let Some(id) = store::get(&order_by_key).and_then(|bytes| String::from_utf8(bytes).ok()) {
@@ -332,7 +316,7 @@ struct CancelBody {
 
 fn cancel(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = key_required(request)?;
+    let key = request.require_idempotency_key()?;
     let CancelBody { order: id } = request.json()?;
     let stored = store::get(&order_key(&id)).ok_or_else(|| not_found(&id))?;
     let order: Order = serde_json::from_slice(&stored).map_err(|_| broken("order"))?;
@@ -394,7 +378,7 @@ fn fulfil(request: &Request) -> Result<Response, ScenarioError> {
             "orders are fulfilled by the item's partner (the partner API)",
         ));
     };
-    key_required(request)?;
+    request.require_idempotency_key()?;
     let FulfilBody {
         order: id,
         tracking,

@@ -156,13 +156,6 @@ fn day_of(ms: i64, offset_minutes: i64) -> i64 {
     (ms + offset_minutes * 60_000).div_euclid(86_400_000)
 }
 
-fn counter(key: &str) -> i64 {
-    store::get(key)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0)
-}
-
 fn won_key(prize: &str) -> String {
     format!("won/{prize}")
 }
@@ -170,7 +163,7 @@ fn won_key(prize: &str) -> String {
 fn left(prize: &Prize) -> Option<i64> {
     prize
         .stock
-        .map(|stock| (stock - counter(&won_key(&prize.id))).max(0))
+        .map(|stock| (stock - store::counter(&won_key(&prize.id))).max(0))
 }
 
 fn broken(what: &str) -> ScenarioError {
@@ -187,7 +180,7 @@ struct PrizeView<'a> {
 fn wheel(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let wheel = settings()?;
-    let spins = counter(&format!(
+    let spins = store::counter(&format!(
         "spins/{pseudonym}/{}",
         day_of(now_ms(), wheel.utc_offset_minutes)
     ));
@@ -210,12 +203,7 @@ fn wheel(request: &Request) -> Result<Response, ScenarioError> {
 
 fn spin(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "send an Idempotency-Key header, so a retried spin is not a second spin",
-        )
-    })?;
+    let key = request.require_idempotency_key()?;
     let by_key = format!("spin-key/{pseudonym}/{key}");
     if let Some(earlier) = store::get_json::<serde_json::Value>(&by_key)? {
         return Response::json(&earlier);
@@ -249,7 +237,7 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
 
     // The draw: prizes with stock left; when the guarantee is due, only winning ones.
     let misses_key = format!("misses/{pseudonym}");
-    let misses = counter(&misses_key);
+    let misses = store::counter(&misses_key);
     let guaranteed = wheel.guarantee_after > 0 && misses >= wheel.guarantee_after;
     let candidates: Vec<&Prize> = wheel
         .prizes

@@ -188,12 +188,7 @@ fn now_ms() -> i64 {
 
 fn pay(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let key = request.idempotency_key().ok_or_else(|| {
-        ScenarioError::invalid_input(
-            "idempotency_key_required",
-            "send an Idempotency-Key header, so a retry does not pay twice",
-        )
-    })?;
+    let key = request.require_idempotency_key()?;
     let PayBody {
         biller,
         account,
