@@ -90,6 +90,30 @@ pub struct Config {
     /// Campaign reports.
     #[serde(default)]
     pub reports: ReportsConfig,
+    /// Vouchers plugins issue for other plugins to honour.
+    #[serde(default)]
+    pub vouchers: VouchersConfig,
+}
+
+/// Vouchers plugins issue for other plugins to honour (`vouchers`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VouchersConfig {
+    /// The longest a voucher may stay valid, in days.
+    #[serde(default = "default_vouchers_validity_days_max")]
+    pub validity_days_max: u32,
+}
+
+impl Default for VouchersConfig {
+    fn default() -> Self {
+        Self {
+            validity_days_max: default_vouchers_validity_days_max(),
+        }
+    }
+}
+
+fn default_vouchers_validity_days_max() -> u32 {
+    90
 }
 
 /// Analytics events plugins emit (`events`).
@@ -1084,6 +1108,11 @@ impl Config {
                 "events.per_call_max, events.properties_bytes_max and reports.days_max must be \
                  at least 1, reports.point_value_minor not negative"
                     .into(),
+            ));
+        }
+        if self.vouchers.validity_days_max == 0 {
+            return Err(ConfigError::Invalid(
+                "vouchers.validity_days_max must be at least 1".into(),
             ));
         }
         let payments = &self.payments;

@@ -20,6 +20,7 @@ use crate::registry::Deployment;
 use crate::runtime::identity::{CallIdentity, Fields};
 use crate::runtime::{CallError, CallInput, Caller, JobCall, Request};
 use crate::store::{CallStore, Scope, StoreLimits};
+use crate::vouchers::{CallVouchers, VoucherContext};
 
 /// Runs `call` on the plugin version and settings of `deployment` and returns the plugin's
 /// JSON response.
@@ -243,6 +244,16 @@ pub fn prepare(
         },
         state.config.events,
     );
+    let vouchers = CallVouchers::new(
+        state.vouchers.clone(),
+        VoucherContext {
+            plugin_id: plugin.manifest.id.clone(),
+            region: call.region.clone(),
+            customer_number: customer.map(|c| c.customer_number.clone()),
+            now_ms,
+        },
+        state.config.vouchers,
+    );
     let input = CallInput {
         identity,
         request: call,
@@ -258,6 +269,7 @@ pub fn prepare(
         outbound,
         payments,
         events,
+        vouchers,
     };
     (input, record)
 }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod commit;
 pub mod config;
 pub mod db;
+pub mod development;
 pub mod error;
 pub mod events;
 pub mod identity;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod reports;
 pub mod runtime;
 pub mod store;
+pub mod vouchers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub struct Services {
     pub calendar: Arc<calendar::Calendar>,
     /// The HTTP client plugins' `outbound` requests share.
     pub http: reqwest::Client,
+    /// Signs and checks the vouchers plugins issue.
+    pub vouchers: Arc<vouchers::Signer>,
     /// The core-banking connector `payments` goes through.
     pub bank: Arc<dyn payments::CoreBanking>,
     /// Whether the token secret is the generated development secret.
@@ -246,6 +250,14 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
     );
     let http = outbound::client().map_err(StartError::HttpClient)?;
     let bank = payments::connector(&config.payments, &db, &http);
+    let vouchers = Arc::new(vouchers::Signer::new(
+        &db.secret("vouchers")
+            .await
+            .map_err(|source| StartError::Database {
+                url: db::redacted(&config.database_url()),
+                source,
+            })?,
+    ));
     let state = Arc::new(Services {
         config,
         db,
@@ -258,6 +270,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         fairness,
         calendar,
         bank,
+        vouchers,
         http,
         development_secret,
         admin_token,

@@ -309,11 +309,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             plugin.manifest.name
         );
     }
-    if !state.config.plugins_dir.as_os_str().is_empty()
-        && let Err(error) = fund_dev_budgets(&state, &dev_region, &deployments).await
-    {
-        tracing::warn!(%error, "could not fund the development budgets");
-    }
+    let development = !state.config.plugins_dir.as_os_str().is_empty();
+    let running: Vec<&str> = deployments.iter().map(|d| &*d.plugin.id).collect();
+    let partner_keys = if development {
+        lifecircle::development::seed(&state, &dev_region, &running)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not seed the development data");
+                Vec::new()
+            })
+    } else {
+        Vec::new()
+    };
     let simulator = &state.config.dev_biller_listen;
     if !state.config.plugins_dir.as_os_str().is_empty() && !simulator.is_empty() {
         match tokio::net::TcpListener::bind(simulator.as_str()).await {
@@ -345,39 +352,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         say!(
             "  curl -s -X POST http://{address}/v1/scenarios/hello/echo -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"hello\":\"world\"}}'"
         );
-        let ids: Vec<&str> = deployments.iter().map(|d| &*d.plugin.id).collect();
         let scenarios = [
             "utility-payments",
             "spin-wheel",
             "merchant-coupons",
             "points-mall",
         ];
-        if scenarios.iter().all(|id| ids.contains(id)) {
-            let call = |action: &str, key: &str, body: &str| {
-                format!(
-                    "  curl -s -X POST http://{address}/v1/scenarios/{action} -H 'Authorization: Bearer {token}' -H 'Idempotency-Key: {key}' -H 'Content-Type: application/json' -d '{body}'"
-                )
-            };
-            say!("The loop (bill → points → spin → coupon → mall; budgets are funded):");
-            say!(
-                "{}",
-                call(
-                    "utility-payments/pay",
-                    "bill-1",
-                    r#"{"biller":"xm-water","account":"0591-1","fen":4250}"#
-                )
-            );
-            say!("  curl -s http://{address}/v1/points -H 'Authorization: Bearer {token}'");
-            say!("{}", call("spin-wheel/spin", "spin-1", "null"));
-            say!(
-                "{}",
-                call(
-                    "merchant-coupons/claim",
-                    "claim-1",
-                    r#"{"campaign":"tea-10"}"#
-                )
-            );
-            say!("{}", call("points-mall/catalog", "catalog-1", "null"));
+        if development && scenarios.iter().all(|id| running.contains(id)) {
+            print_walkthrough(&mut out, address, &dev_region, &token, &partner_keys);
         }
     }
     drop(out);
@@ -385,38 +367,95 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Points each development plugin's budget in the development region gets, once per
-/// database.
-const DEV_BUDGET_POINTS: i64 = 1_000_000;
-
-/// Funds the budget of every plugin running in `region` once (an idempotent admin funding per
-/// plugin), so the reference scenarios can award points out of the box.
-async fn fund_dev_budgets(
-    state: &lifecircle::AppState,
+/// Prints the loop through the four reference scenarios as curl lines that work as printed,
+/// but for the `<...>` values each answer gives for the next.
+fn print_walkthrough(
+    out: &mut impl std::io::Write,
+    address: SocketAddr,
     region: &str,
-    deployments: &[&std::sync::Arc<lifecircle::registry::Deployment>],
-) -> anyhow::Result<()> {
-    use lifecircle::ledger::{self, ADMIN_SCOPE, Operation, Request};
-    let mut transaction = state.db.write.begin().await?;
-    let mut conn = transaction.conn();
-    for deployment in deployments {
-        let key = format!("dev-seed/{}/{region}", deployment.plugin.id);
-        let request = Request {
-            scope: ADMIN_SCOPE,
-            key: &key,
-            now_ms: ledger::now_ms(),
-            memo: "development budget",
-            id: None,
-        };
-        let fund = Operation::Fund {
-            amount: DEV_BUDGET_POINTS,
-        };
-        ledger::apply(&mut conn, &request, &deployment.plugin.id, region, &fund)
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+    token: &str,
+    partner_keys: &[lifecircle::development::PartnerKey],
+) {
+    use lifecircle::development::{BUDGET_POINTS, CUSTOMERS, WELCOME_POINTS};
+    let customer = |action: &str, key: &str, body: &str| {
+        format!(
+            "  curl -s -X POST http://{address}/v1/scenarios/{action} -H 'Authorization: Bearer {token}' -H 'Idempotency-Key: {key}' -H 'Content-Type: application/json' -d '{body}'"
+        )
+    };
+    let partner = |partner: &str, action: &str, key: &str, body: &str| {
+        let secret = partner_keys
+            .iter()
+            .find(|k| k.partner == partner)
+            .map_or("<partner key>", |k| k.key.as_str());
+        format!(
+            "  curl -s -X POST 'http://{address}/partner/v1/scenarios/{action}?region={region}' -H 'Authorization: Bearer {secret}' -H 'Idempotency-Key: {key}' -H 'Content-Type: application/json' -d '{body}'"
+        )
+    };
+    let lines = [
+        format!(
+            "Development data: customers {} (sandbox bank accounts, {WELCOME_POINTS} welcome points each), budgets of {BUDGET_POINTS} points.",
+            CUSTOMERS.join(", ")
+        ),
+        "Partner keys (development):".to_owned(),
+    ]
+    .into_iter()
+    .chain(
+        partner_keys
+            .iter()
+            .map(|k| format!("  {:<16} {:<18} {}", k.partner, k.plugin, k.key)),
+    )
+    .chain([
+        "The loop (bill → points → spin → coupon → till → mall → cancel), as demo-customer:"
+            .to_owned(),
+        "  # 1. Pay a water bill from the sandbox account: 10 points once the biller confirms."
+            .to_owned(),
+        customer(
+            "utility-payments/pay",
+            "bill-1",
+            r#"{"biller":"xm-water","account":"0591-1","fen":4250}"#,
+        ),
+        "  # 2. The points, and when they expire.".to_owned(),
+        format!("  curl -s http://{address}/v1/points -H 'Authorization: Bearer {token}'"),
+        "  # 3. Spin the wheel (the first spin of the day is free); a coupon prize answers a voucher."
+            .to_owned(),
+        customer("spin-wheel/spin", "spin-1", "null"),
+        "  # 4. Claim the won coupon with its voucher, or claim one without a prize."
+            .to_owned(),
+        customer(
+            "merchant-coupons/claim",
+            "claim-1",
+            r#"{"campaign":"tea-10","voucher":"<voucher>"}"#,
+        ),
+        customer(
+            "merchant-coupons/claim",
+            "claim-2",
+            r#"{"campaign":"tea-10"}"#,
+        ),
+        "  # 5. The tea house's till redeems the coupon's code on a ¥68 bill.".to_owned(),
+        partner(
+            "tea-house",
+            "merchant-coupons/redeem",
+            "till-1",
+            r#"{"code":"<code>","spend_fen":6800}"#,
+        ),
+        "  # 6. The mall: order an umbrella for 1200 points, cancel it, and the points are back."
+            .to_owned(),
+        customer("points-mall/catalog", "catalog-1", "null"),
+        customer(
+            "points-mall/redeem",
+            "order-1",
+            r#"{"item":"umbrella","address":"1 Lujiang Rd, Xiamen"}"#,
+        ),
+        customer(
+            "points-mall/cancel",
+            "cancel-1",
+            r#"{"order":"<order>"}"#,
+        ),
+        "Press Ctrl-C to stop.".to_owned(),
+    ]);
+    for line in lines {
+        let _ = writeln!(out, "{line}");
     }
-    transaction.commit().await?;
-    Ok(())
 }
 
 async fn token(config: Config, customer: String, region: String, ttl: u64) -> anyhow::Result<()> {

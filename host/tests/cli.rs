@@ -35,7 +35,10 @@ fn lifecircle(data_dir: &Path) -> Command {
             "LIFECIRCLE_CACHE_DIR",
             repo_root().join("target/lifecircle-test-cache"),
         )
-        .env("LIFECIRCLE_LOG", "warn");
+        .env("LIFECIRCLE_LOG", "warn")
+        // Each host's biller simulator on a port of its own; the banner test takes the
+        // development port the reference billers call.
+        .env("LIFECIRCLE_DEV_BILLER_LISTEN", "\"127.0.0.1:0\"");
     command
 }
 
@@ -56,6 +59,7 @@ fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
 fn serve_prints_a_banner_and_a_curl_line_that_works_as_printed() {
     let data = tempfile::tempdir().expect("tempdir");
     let mut child = lifecircle(data.path())
+        .env("LIFECIRCLE_DEV_BILLER_LISTEN", "\"127.0.0.1:8090\"")
         .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
         .arg(reference_plugins())
         .stdout(Stdio::piped())
@@ -93,35 +97,67 @@ fn serve_prints_a_banner_and_a_curl_line_that_works_as_printed() {
         serde_json::from_slice(&output.stdout).expect("the curl line answers JSON");
     assert_eq!(body, serde_json::json!({"echo": {"hello": "world"}}));
 
-    // The walkthrough of the reference scenarios works as printed too: a spin (the wheel's
-    // budget is funded) and a coupon claim.
-    let title = lines
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the walkthrough follows");
-    assert!(title.starts_with("The loop"), "{title}");
-    let walkthrough: Vec<String> = (0..5)
-        .map(|_| {
-            lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("a walkthrough line")
-        })
-        .collect();
-    let run = |needle: &str| {
+    // The walkthrough of the reference scenarios works as printed too, each `<value>` taken
+    // from an earlier answer: a bill, the points, a spin, a coupon redeemed at the till, a mall
+    // order cancelled for the points back.
+    let mut walkthrough = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the walkthrough follows");
+        if line == "Press Ctrl-C to stop." {
+            break;
+        }
+        walkthrough.push(line);
+    }
+    assert!(
+        walkthrough.iter().any(|l| l.starts_with("The loop")),
+        "{walkthrough:?}"
+    );
+    assert!(
+        walkthrough
+            .iter()
+            .any(|l| l.contains("tea-house") && l.contains("lcp_dev_")),
+        "the till's development key is printed: {walkthrough:?}"
+    );
+    let run = |needle: &str, values: &[(&str, &str)]| {
         let line = walkthrough
             .iter()
-            .find(|line| line.contains(needle))
+            .find(|line| line.contains(needle) && line.trim_start().starts_with("curl "))
             .unwrap_or_else(|| panic!("no {needle} line: {walkthrough:?}"));
+        let line = values
+            .iter()
+            .fold(line.trim().to_owned(), |line, (name, value)| {
+                line.replace(name, value)
+            });
         let output = Command::new("sh")
             .arg("-c")
-            .arg(line.trim())
+            .arg(&line)
             .output()
             .expect("sh runs the curl line");
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
+        serde_json::from_slice::<serde_json::Value>(&output.stdout)
+            .unwrap_or_else(|_| panic!("{line}: {output:?}"))
     };
-    let spun = run("spin-wheel/spin");
+    let paid = run("utility-payments/pay", &[]);
+    assert_eq!(paid["receipt"]["status"], "paid", "{paid}");
+    let points = run("/v1/points", &[]);
+    assert_eq!(
+        points["total"], 1510,
+        "welcome points and the bill's: {points}"
+    );
+    let spun = run("spin-wheel/spin", &[]);
     assert!(spun["outcome"].is_string(), "{spun}");
-    let claimed = run("merchant-coupons/claim");
+    let claimed = run(r#"{"campaign":"tea-10"}"#, &[]);
     assert_eq!(claimed["coupon"]["campaign"], "tea-10", "{claimed}");
+    let code = claimed["coupon"]["code"].as_str().expect("a code");
+    let redeemed = run("merchant-coupons/redeem", &[("<code>", code)]);
+    assert_eq!(redeemed["pay_fen"], 5800, "{redeemed}");
+    let catalog = run("points-mall/catalog", &[]);
+    assert!(catalog["items"].is_array(), "{catalog}");
+    let ordered = run("points-mall/redeem", &[]);
+    let order = ordered["order"]["id"].as_str().expect("an order");
+    let cancelled = run("points-mall/cancel", &[("<order>", order)]);
+    assert_eq!(cancelled["order"]["status"], "cancelled", "{cancelled}");
 
     // SIGTERM: the host stops gracefully and exits 0.
     let status = Command::new("kill")

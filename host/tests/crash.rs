@@ -46,7 +46,9 @@ fn lifecircle(target: &Target) -> Command {
             "LIFECIRCLE_CACHE_DIR",
             repo_root().join("target/lifecircle-test-cache"),
         )
-        .env("LIFECIRCLE_LOG", "warn");
+        .env("LIFECIRCLE_LOG", "warn")
+        // Not the development port: other hosts may be running.
+        .env("LIFECIRCLE_DEV_BILLER_LISTEN", "\"127.0.0.1:0\"");
     command
 }
 

@@ -4,7 +4,7 @@
 //! request. This crate is the only thing a plugin needs: it hides the generated WIT bindings
 //! behind a typed [`Request`], [`Response`] and [`ScenarioError`], and wraps each host
 //! capability in a module ([`store`], [`ledger`], [`identity`], [`config`], [`random`],
-//! [`clock`], [`log`], [`jobs`], [`outbound`], [`payments`], [`events`]).
+//! [`clock`], [`log`], [`jobs`], [`outbound`], [`payments`], [`events`], [`vouchers`]).
 //!
 //! A plugin implements [`Scenario`] and hands its type to [`export!`]:
 //!
@@ -51,6 +51,7 @@ pub mod random;
 mod request;
 mod response;
 pub mod store;
+pub mod vouchers;
 
 pub use error::ScenarioError;
 pub use jobs::Job;

@@ -10,11 +10,7 @@ const BILLS: Bundle = Bundle::new("reference/utility-payments");
 
 /// The simulator on 127.0.0.1, and a host whose region `cn` pays its bills there.
 async fn setup() -> TestHost {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let api = format!("http://{}/bills", listener.local_addr().expect("address"));
-    tokio::spawn(lifecircle::biller_sim::serve(listener));
+    let api = format!("{}/bills", lifecircle_tests::biller_simulator().await);
     let host = TestHost::start_with(&[BILLS], |config| {
         config.jobs.poll_interval_ms = 20;
         config.outbound.timeout_ms = 500;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bills;
+mod closed_loop;
 mod coupons;
 mod errors;
 mod fairness;
@@ -17,6 +18,7 @@ mod openapi;
 mod outbound;
 mod payments;
 mod points;
+mod readme_examples;
 mod registry;
 mod reports;
 mod store;

@@ -318,6 +318,15 @@ pub fn test_config(data: &Path, bundles: &[Bundle]) -> Config {
     config
 }
 
+/// Starts the repo's biller simulator on a free port of 127.0.0.1 and returns its address,
+/// `http://127.0.0.1:PORT`; its billers' API is under `/bills`.
+pub async fn biller_simulator() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(lifecircle::biller_sim::serve(listener));
+    address
+}
+
 /// A running host.
 pub struct TestHost {
     /// `http://127.0.0.1:PORT`.
@@ -463,6 +472,44 @@ impl TestHost {
             &[("idempotency-key", key)],
         )
         .await
+    }
+
+    /// Enables `plugin`'s running version in `region` again with `settings`: the body of
+    /// `PUT /admin/v1/regions/{region}/plugins/{plugin}` without the version
+    /// (`{"config": ...}`, and `outbound_hosts` if it asks for any).
+    pub async fn configure(&self, region: &str, plugin: &str, settings: Value) {
+        let version = self
+            .state
+            .registry
+            .deployment(plugin, region)
+            .unwrap_or_else(|| panic!("{plugin} runs in {region}"))
+            .plugin
+            .version
+            .clone();
+        let mut body = settings;
+        body["version"] = Value::String(version.to_string());
+        let reply = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/admin/v1/regions/{region}/plugins/{plugin}"),
+                Some(&self.state.admin_token),
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+
+    /// Funds `plugin`'s budget in `region` with `points` (once per `key`).
+    pub async fn fund(&self, region: &str, plugin: &str, points: i64, key: &str) {
+        let reply = self
+            .post_keyed(
+                &format!("/admin/v1/budgets/{plugin}/{region}"),
+                &self.state.admin_token,
+                serde_json::json!({ "points": points }),
+                key,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
     }
 
     /// Registers partner `id` (head office) for `plugins` and returns a new API key of it.

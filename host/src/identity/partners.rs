@@ -84,12 +84,24 @@ pub async fn create_key(
     now_ms: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     let key = new_secret("lcp_")?;
+    Ok(add_key(conn, id, name, &key, now_ms).await?.then_some(key))
+}
+
+/// Adds `key` as the key named `name` of partner `id`, kept as its digest. `false` if the
+/// partner already has a key of that name (then nothing changes).
+pub async fn add_key(
+    conn: &mut Conn<'_>,
+    id: &str,
+    name: &str,
+    key: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
     let inserted = with_conn!(conn.reborrow(), c => {
         sqlx::query(
             "INSERT INTO partner_keys (digest, partner_id, name, created_at_ms) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (partner_id, name) DO NOTHING",
         )
-        .bind(secret_digest(&key))
+        .bind(secret_digest(key))
         .bind(id)
         .bind(name)
         .bind(now_ms)
@@ -97,7 +109,7 @@ pub async fn create_key(
         .await?
         .rows_affected()
     });
-    Ok((inserted > 0).then_some(key))
+    Ok(inserted > 0)
 }
 
 /// The partner `key` belongs to, if any (looked up by digest).

@@ -169,7 +169,8 @@ pub async fn account(conn: &mut Conn<'_>, customer: &str) -> Result<Option<Accou
     })
 }
 
-async fn open(
+/// Opens `customer`'s account in `currency` with `balance_minor`, unless it is open already.
+pub async fn open(
     conn: &mut Conn<'_>,
     customer: &str,
     currency: &str,

@@ -1,9 +1,8 @@
 //! The one place the WIT contract in `wit/` becomes Rust: the host side of `world scenario`.
 //!
-//! `store`, `ledger` and `jobs` are async because they read the database, `outbound` because
-//! `outbound` and `payments` because
-//! they wait on the network; every import is trappable because each
-//! counts against a limit that stops the call.
+//! `store`, `ledger` and `jobs` are async because they read the database, `outbound` and
+//! `payments` because they wait on the network; every import is trappable because each counts
+//! against a limit that stops the call.
 
 wasmtime::component::bindgen!({
     path: "../wit",

@@ -36,6 +36,7 @@ use crate::outbound::CallOutbound;
 use crate::payments::CallPayments;
 use crate::registry::CallConfig;
 use crate::store::{CallStore, WriteSet};
+use crate::vouchers::CallVouchers;
 use bindings::lifecircle::scenario::types as wit;
 pub use limits::LimitExceeded;
 
@@ -48,7 +49,7 @@ const PACKAGE: &str = "lifecircle:scenario";
 /// The host capabilities a manifest may request, by short interface name.
 pub const CAPABILITIES: &[&str] = &[
     "store", "config", "random", "clock", "log", "ledger", "identity", "jobs", "outbound",
-    "payments", "events",
+    "payments", "events", "vouchers",
 ];
 
 /// The export that runs scheduled jobs (world `scheduled-scenario`), and its function.
@@ -211,6 +212,8 @@ pub struct CallInput {
     pub payments: CallPayments,
     /// The plugin's view of `events`.
     pub events: CallEvents,
+    /// The plugin's view of `vouchers`.
+    pub vouchers: CallVouchers,
 }
 
 /// What a call produced.
@@ -337,6 +340,7 @@ pub struct CallState {
     outbound: CallOutbound,
     payments: CallPayments,
     events: CallEvents,
+    vouchers: CallVouchers,
     /// When the call started and how long it may compute; its outbound wait extends it.
     deadline: (Instant, Duration),
     outbound_waited: Arc<AtomicU64>,
@@ -449,6 +453,10 @@ impl Runtime {
         bindings::lifecircle::scenario::events::add_to_linker::<_, Metering<CallEvents>>(
             &mut linker,
             |state| Metered::new(&mut state.host_calls, &mut state.events),
+        )?;
+        bindings::lifecircle::scenario::vouchers::add_to_linker::<_, Metering<CallVouchers>>(
+            &mut linker,
+            |state| Metered::new(&mut state.host_calls, &mut state.vouchers),
         )?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -568,6 +576,7 @@ impl Runtime {
             outbound: input.outbound,
             payments: input.payments,
             events: input.events,
+            vouchers: input.vouchers,
             deadline: (started, deadline),
         };
         let waited = state.outbound_waited.clone();

@@ -28,6 +28,7 @@ use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
 use lifecircle_sdk::{
     Caller, Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger,
+    vouchers,
 };
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +90,7 @@ struct CampaignView<'a> {
     #[serde(flatten)]
     campaign: &'a Campaign,
     left: i64,
+    prizes_left: i64,
     claimed_by_you: i64,
     open: bool,
 }
@@ -101,7 +103,9 @@ fn campaigns(request: &Request) -> Result<Response, ScenarioError> {
         .iter()
         .map(|campaign| CampaignView {
             campaign,
-            left: (campaign.stock - store::counter(&stock_key(&campaign.id))).max(0),
+            left: (campaign.open_stock() - store::counter(&stock_key(&campaign.id))).max(0),
+            prizes_left: (campaign.prize_stock - store::counter(&prize_stock_key(&campaign.id)))
+                .max(0),
             claimed_by_you: store::counter(&claimed_key(&campaign.id, pseudonym)),
             open: campaign.open_at(now),
         })
@@ -111,6 +115,10 @@ fn campaigns(request: &Request) -> Result<Response, ScenarioError> {
 
 fn stock_key(campaign: &str) -> String {
     format!("stock/{campaign}")
+}
+
+fn prize_stock_key(campaign: &str) -> String {
+    format!("prize-stock/{campaign}")
 }
 
 fn claimed_key(campaign: &str, pseudonym: &str) -> String {
@@ -125,6 +133,8 @@ fn coupon_key(code: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct ClaimBody {
     campaign: String,
+    /// A voucher for a coupon of the campaign, won in another scenario.
+    voucher: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,30 +150,61 @@ struct CouponAnswer<'a> {
 fn claim(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let key = request.require_idempotency_key()?;
-    let ClaimBody { campaign } = request.json()?;
+    let ClaimBody { campaign, voucher } = request.json()?;
     let claim_key = format!("claim-key/{pseudonym}/{key}");
-    if let Some(code) = store::get(&claim_key).and_then(|bytes| String::from_utf8(bytes).ok()) {
-        let coupon = load(&code)?.ok_or_else(|| missing(&code))?;
+    if let Some(coupon) = stored_coupon(&claim_key)? {
         return Response::json(&CouponAnswer { coupon: &coupon });
     }
     let campaign = find_campaign(&campaign)?;
     let now = now_ms();
+    let prize = voucher.is_some();
+    let (coupon, fresh) = match voucher {
+        Some(text) => claim_with_voucher(&campaign, &text, pseudonym, now)?,
+        None => (claim_bought(&campaign, pseudonym, key, now)?, true),
+    };
+    if !store::compare_and_swap(&claim_key, None, Some(coupon.code.as_bytes())) {
+        return Err(ScenarioError::conflict(
+            "claim_in_progress",
+            "this claim is being made by another request; retry",
+        ));
+    }
+    if fresh {
+        let points = if prize { 0 } else { campaign.price_points };
+        events::emit(
+            "coupon.claimed",
+            &serde_json::json!({"campaign": campaign.id, "points": points, "prize": prize}),
+        )?;
+    }
+    Response::json(&CouponAnswer { coupon: &coupon })
+}
+
+/// The coupon whose code is kept under `key`, if any.
+fn stored_coupon(key: &str) -> Result<Option<Coupon>, ScenarioError> {
+    match store::get(key).and_then(|bytes| String::from_utf8(bytes).ok()) {
+        Some(code) => Ok(Some(load(&code)?.ok_or_else(|| missing(&code))?)),
+        None => Ok(None),
+    }
+}
+
+/// An ordinary claim: within the campaign's window, from its open stock, within the
+/// customer's limit, for its points price.
+fn claim_bought(
+    campaign: &Campaign,
+    pseudonym: &str,
+    key: &str,
+    now: i64,
+) -> Result<Coupon, ScenarioError> {
     if !campaign.open_at(now) {
         return Err(ScenarioError::refused(
             "campaign_closed",
             "this campaign is not open for claims now",
         ));
     }
-    let stock = Bounds {
-        min: 0,
-        max: campaign.stock,
-    };
-    store::increment(&stock_key(&campaign.id), 1, stock).map_err(|error| match error {
-        IncrementError::OutOfBounds { .. } => {
-            ScenarioError::conflict("sold_out", "all coupons of this campaign are taken")
-        }
-        IncrementError::NotACounter => broken("stock"),
-    })?;
+    take(
+        &stock_key(&campaign.id),
+        campaign.open_stock(),
+        "all coupons of this campaign are taken",
+    )?;
     let limit = Bounds {
         min: 0,
         max: campaign.per_customer_limit,
@@ -187,6 +228,58 @@ fn claim(request: &Request) -> Result<Response, ScenarioError> {
             &format!("coupon {}", campaign.id),
         )?;
     }
+    issue(campaign, pseudonym, now)
+}
+
+/// A prize claim: a voucher another scenario issued (a wheel's coupon prize) for this
+/// campaign, honoured once, from the stock kept for prizes, free and outside the customer's
+/// limit and the campaign's window (the voucher's own validity counts). The coupon, and
+/// whether this claim issued it (`false`: an earlier claim honoured the voucher).
+fn claim_with_voucher(
+    campaign: &Campaign,
+    text: &str,
+    pseudonym: &str,
+    now: i64,
+) -> Result<(Coupon, bool), ScenarioError> {
+    let voucher = vouchers::open(text)?;
+    let issuers: Vec<String> = config::get("voucher_issuers")?.unwrap_or_default();
+    if !issuers.contains(&voucher.issuer) || voucher.label != format!("coupon:{}", campaign.id) {
+        return Err(ScenarioError::invalid_input(
+            "voucher_not_accepted",
+            format!("this voucher is not for a coupon of {:?}", campaign.id),
+        ));
+    }
+    let used_key = format!("voucher/{}", voucher.id);
+    if let Some(coupon) = stored_coupon(&used_key)? {
+        return Ok((coupon, false));
+    }
+    take(
+        &prize_stock_key(&campaign.id),
+        campaign.prize_stock,
+        "the coupons this campaign keeps for prizes are all taken",
+    )?;
+    let coupon = issue(campaign, pseudonym, now)?;
+    if !store::compare_and_swap(&used_key, None, Some(coupon.code.as_bytes())) {
+        return Err(ScenarioError::conflict(
+            "claim_in_progress",
+            "this voucher is being claimed by another request; retry",
+        ));
+    }
+    Ok((coupon, true))
+}
+
+/// Takes one from the bounded counter `key`: never beyond `stock`, checked again at commit.
+fn take(key: &str, stock: i64, sold_out: &str) -> Result<(), ScenarioError> {
+    store::increment(key, 1, Bounds { min: 0, max: stock }).map_err(|error| match error {
+        IncrementError::OutOfBounds { .. } => ScenarioError::conflict("sold_out", sold_out),
+        IncrementError::NotACounter => broken("stock"),
+    })?;
+    Ok(())
+}
+
+/// Issues a coupon of `campaign` to `pseudonym` with a fresh code, lists it among theirs and
+/// schedules its expiry.
+fn issue(campaign: &Campaign, pseudonym: &str, now: i64) -> Result<Coupon, ScenarioError> {
     let expires_at_ms = now + i64::from(campaign.valid_days) * 86_400_000;
     let mut coupon = None;
     for _ in 0..3 {
@@ -221,12 +314,6 @@ fn claim(request: &Request) -> Result<Response, ScenarioError> {
         ),
         coupon.code.as_bytes(),
     );
-    if !store::compare_and_swap(&claim_key, None, Some(coupon.code.as_bytes())) {
-        return Err(ScenarioError::conflict(
-            "claim_in_progress",
-            "this claim is being made by another request; retry",
-        ));
-    }
     let expire = ExpireJob {
         code: coupon.code.clone(),
     };
@@ -236,11 +323,7 @@ fn claim(request: &Request) -> Result<Response, ScenarioError> {
         When::AtMs(expires_at_ms),
         &format!("expire/{}", coupon.code),
     )?;
-    events::emit(
-        "coupon.claimed",
-        &serde_json::json!({"campaign": campaign.id, "points": campaign.price_points}),
-    )?;
-    Response::json(&CouponAnswer { coupon: &coupon })
+    Ok(coupon)
 }
 
 /// 64 bits from the host's CSPRNG (WASI random).

@@ -23,6 +23,10 @@ pub struct Campaign {
     pub min_spend_fen: i64,
     /// Coupons the campaign issues at most.
     pub stock: i64,
+    /// Of `stock`, the coupons kept for prizes won in other scenarios (vouchers): ordinary
+    /// claims take at most `stock - prize_stock`.
+    #[serde(default)]
+    pub prize_stock: i64,
     /// Coupons one customer may claim at most.
     pub per_customer_limit: i64,
     /// Days a coupon stays valid after it is claimed.
@@ -61,14 +65,23 @@ impl Campaign {
                 ));
             }
         }
-        if self.stock < 0 || self.per_customer_limit < 1 || self.price_points < 0 {
+        if self.stock < 0
+            || !(0..=self.stock).contains(&self.prize_stock)
+            || self.per_customer_limit < 1
+            || self.price_points < 0
+        {
             return invalid(format!(
-                "campaign {:?}: stock and price_points are not negative, \
-                 per_customer_limit at least 1",
+                "campaign {:?}: stock and price_points are not negative, prize_stock is 0 to \
+                 stock, per_customer_limit at least 1",
                 self.id
             ));
         }
         Ok(())
+    }
+
+    /// The coupons ordinary claims may take: the stock less what is kept for prizes.
+    pub fn open_stock(&self) -> i64 {
+        self.stock - self.prize_stock
     }
 
     /// Whether claims are open at `now_ms`.
@@ -278,6 +291,7 @@ mod tests {
             },
             min_spend_fen: 0,
             stock: 1,
+            prize_stock: 0,
             per_customer_limit: 1,
             valid_days: 1,
             starts_at_ms: None,
@@ -287,5 +301,13 @@ mod tests {
         assert!(campaign.check().is_err());
         campaign.discount.percent = Some(10);
         assert!(campaign.check().is_ok());
+        campaign.prize_stock = 2;
+        assert!(
+            campaign.check().is_err(),
+            "more kept for prizes than the stock"
+        );
+        campaign.prize_stock = 1;
+        assert!(campaign.check().is_ok());
+        assert_eq!(campaign.open_stock(), 0);
     }
 }

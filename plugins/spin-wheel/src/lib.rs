@@ -14,15 +14,18 @@
 //! prize is left the spin answers `thanks`. A points prize the campaign's budget cannot cover
 //! becomes `thanks` with reason `budget_exhausted` (never over-awarded), and its stock is not
 //! taken. A cash prize is paid through `payments` by a job `payout_working_days` working days
-//! after the spin, retried until the bank confirms.
+//! after the spin, retried until the bank confirms. A coupon prize is a voucher, signed by the
+//! host, that the coupons scenario honours once with a coupon of the prize's campaign.
 
 use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::payments::{self, Money, Status as PaymentStatus};
 use lifecircle_sdk::store::{self, Bounds, IncrementError};
 use lifecircle_sdk::{
     Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger, random,
+    vouchers,
 };
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// Prizes one `my-prizes` page lists.
 const PAGE: u32 = 50;
@@ -40,6 +43,9 @@ struct Prize {
     /// `None`: unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stock: Option<i64>,
+    /// A coupon prize's campaign in the coupons scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    campaign: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +53,7 @@ struct Prize {
 enum Kind {
     Points,
     Cash,
+    Coupon,
     Thanks,
 }
 
@@ -64,7 +71,21 @@ struct Wheel {
     payout_working_days: u32,
     #[serde(default)]
     utc_offset_minutes: i64,
+    /// The scenario that honours coupon prizes' vouchers.
+    #[serde(default = "coupons_plugin")]
+    coupons_plugin: String,
+    /// Days a coupon prize's voucher can be claimed.
+    #[serde(default = "thirty")]
+    coupon_claim_days: u64,
     prizes: Vec<Prize>,
+}
+
+fn coupons_plugin() -> String {
+    "merchant-coupons".into()
+}
+
+fn thirty() -> u64 {
+    30
 }
 
 fn one() -> i64 {
@@ -86,6 +107,11 @@ struct Won {
     paid_with: &'static str,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     payout_job: Option<String>,
+    /// A coupon prize: the campaign, and the voucher to claim it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    campaign: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    voucher: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,15 +160,20 @@ lifecircle_sdk::export!(SpinWheel);
 
 fn settings() -> Result<Wheel, ScenarioError> {
     let wheel: Wheel = config::get_all()?;
+    let invalid = |message: &str| Err(ScenarioError::refused("config_invalid", message));
     if wheel
         .prizes
         .iter()
-        .any(|p| p.kind != Kind::Thanks && p.amount < 1)
+        .any(|p| matches!(p.kind, Kind::Points | Kind::Cash) && p.amount < 1)
     {
-        return Err(ScenarioError::refused(
-            "config_invalid",
-            "every points or cash prize needs an amount of at least 1",
-        ));
+        return invalid("every points or cash prize needs an amount of at least 1");
+    }
+    if wheel
+        .prizes
+        .iter()
+        .any(|p| (p.kind == Kind::Coupon) != p.campaign.is_some())
+    {
+        return invalid("coupon prizes, and only they, name a `campaign`");
     }
     Ok(wheel)
 }
@@ -255,6 +286,7 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
     };
 
     let mut payout_job = None;
+    let mut voucher = None;
     match prize.kind {
         Kind::Thanks => {}
         Kind::Points => {
@@ -284,6 +316,15 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
                 &format!("cash/{}", request.request_id()),
             )?);
         }
+        Kind::Coupon => {
+            take_stock(&prize)?;
+            let campaign = prize.campaign.as_deref().unwrap_or_default();
+            voucher = Some(vouchers::issue(
+                &wheel.coupons_plugin,
+                &format!("coupon:{campaign}"),
+                Duration::from_secs(wheel.coupon_claim_days.saturating_mul(86_400)),
+            )?);
+        }
     }
     let outcome = if prize.kind == Kind::Thanks {
         store::increment(&misses_key, 1, Bounds::NON_NEGATIVE).map_err(|_| broken("misses"))?;
@@ -303,6 +344,8 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
         reason,
         paid_with,
         payout_job,
+        campaign: prize.campaign.clone(),
+        voucher,
     };
     store::set_json(&format!("prizes/{pseudonym}/{now:013}-{key}"), &won)?;
     store::set_json(&by_key, &won)?;
@@ -322,6 +365,7 @@ fn thanks_prize() -> Prize {
         amount: 0,
         weight: 0,
         stock: None,
+        campaign: None,
     }
 }
 
