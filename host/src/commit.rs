@@ -81,10 +81,24 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer on `db`. It stops when every handle is dropped.
+    /// Starts the writer on `db`, on a thread of its own. It stops when every handle is
+    /// dropped.
+    ///
+    /// A batch is a few dozen round trips to the database; on the shared runtime each one
+    /// waited behind the calls being served, so under load a batch took milliseconds of
+    /// waiting for a fraction of a millisecond of work, and the calls waiting on it with it.
     pub fn start(db: Db) -> Committer {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(run(db, receiver));
+        std::thread::Builder::new()
+            .name("lifecircle-commit".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the commit writer's runtime starts");
+                runtime.block_on(run(db, receiver));
+            })
+            .expect("the commit writer's thread starts");
         Committer { sender }
     }
 
@@ -139,7 +153,14 @@ impl Committer {
 async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
-        match write_batch(&db, &mut batch).await {
+        let started = std::time::Instant::now();
+        let written = write_batch(&db, &mut batch).await;
+        tracing::debug!(
+            calls = batch.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
+        match written {
             Ok(results) => {
                 for (commit, result) in batch.drain(..).zip(results) {
                     if let Some(done) = commit.done {

@@ -7,6 +7,7 @@
 //! kept per backend in `host/migrations/{sqlite,postgres}` because their DDL differs.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -19,8 +20,90 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection,
 pub enum Pool {
     /// SQLite.
     Sqlite(SqlitePool),
+    /// SQLite connections that only read (see [`Readers`]).
+    SqliteReaders(Arc<Readers>),
     /// PostgreSQL.
     Postgres(PgPool),
+}
+
+/// Read-only SQLite connections, handed out and taken back without a round trip to the
+/// connection's thread. sqlx's pool pings a connection when it is taken and again when it is
+/// given back, so a one-statement read cost three trips to the connection's thread and two
+/// thread wake-ups each; reads are most of what a scenario call does to the database. A read
+/// connection never holds a transaction, so one given back mid-statement (its future dropped)
+/// simply finishes that statement before the next.
+#[derive(Debug)]
+pub struct Readers {
+    idle: Mutex<Vec<SqliteConnection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection taken from [`Readers`]; given back on drop.
+#[derive(Debug)]
+pub struct Reader {
+    connection: Option<SqliteConnection>,
+    readers: Arc<Readers>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && !self.readers.permits.is_closed()
+        {
+            self.readers
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(connection);
+        }
+    }
+}
+
+impl Readers {
+    async fn open(options: &SqliteConnectOptions, count: u32) -> Result<Readers, sqlx::Error> {
+        let mut idle = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            idle.push(SqliteConnection::connect_with(options).await?);
+        }
+        Ok(Readers {
+            idle: Mutex::new(idle),
+            permits: Arc::new(tokio::sync::Semaphore::new(count as usize)),
+        })
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Result<Reader, sqlx::Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let connection = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .ok_or(sqlx::Error::PoolClosed)?;
+        Ok(Reader {
+            connection: Some(connection),
+            readers: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for connection in idle {
+            let _ = connection.close().await;
+        }
+    }
 }
 
 /// A connection borrowed from a pool or a transaction.
@@ -35,6 +118,8 @@ pub enum Conn<'c> {
 pub enum PooledConn {
     /// SQLite.
     Sqlite(PoolConnection<Sqlite>),
+    /// An SQLite read connection.
+    SqliteReader(Reader),
     /// PostgreSQL.
     Postgres(PoolConnection<Postgres>),
 }
@@ -109,6 +194,7 @@ impl Pool {
     pub async fn acquire(&self) -> Result<PooledConn, sqlx::Error> {
         Ok(match self {
             Pool::Sqlite(pool) => PooledConn::Sqlite(pool.acquire().await?),
+            Pool::SqliteReaders(readers) => PooledConn::SqliteReader(readers.acquire().await?),
             Pool::Postgres(pool) => PooledConn::Postgres(pool.acquire().await?),
         })
     }
@@ -119,6 +205,11 @@ impl Pool {
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
             Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pool::SqliteReaders(_) => {
+                return Err(sqlx::Error::Configuration(
+                    "read connections do not begin transactions".into(),
+                ));
+            }
             Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
         })
     }
@@ -127,6 +218,7 @@ impl Pool {
     pub async fn close(&self) {
         match self {
             Pool::Sqlite(pool) => pool.close().await,
+            Pool::SqliteReaders(readers) => readers.close().await,
             Pool::Postgres(pool) => pool.close().await,
         }
     }
@@ -137,6 +229,12 @@ impl PooledConn {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             PooledConn::Sqlite(connection) => Conn::Sqlite(connection),
+            PooledConn::SqliteReader(reader) => Conn::Sqlite(
+                reader
+                    .connection
+                    .as_mut()
+                    .expect("a reader holds its connection until dropped"),
+            ),
             PooledConn::Postgres(connection) => Conn::Postgres(connection),
         }
     }
@@ -282,12 +380,9 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.read_only(true))
-            .await?;
+        let readers = Readers::open(&options.read_only(true), READERS).await?;
         Ok(Db {
-            read: Pool::Sqlite(read),
+            read: Pool::SqliteReaders(Arc::new(readers)),
             write: Pool::Sqlite(write),
         })
     }
@@ -309,6 +404,8 @@ impl Db {
         sqlx::migrate!("./migrations/postgres").run(&write).await?;
         let read = PgPoolOptions::new()
             .max_connections(READERS)
+            // A connection is pinged when it is given back; once is enough.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Db {
