@@ -81,14 +81,19 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer on `db`, on a thread of its own. It stops when every handle is
-    /// dropped.
+    /// Starts the writer on `db`. It stops when every handle is dropped.
     ///
-    /// A batch is a few dozen round trips to the database; on the shared runtime each one
-    /// waited behind the calls being served, so under load a batch took milliseconds of
-    /// waiting for a fraction of a millisecond of work, and the calls waiting on it with it.
+    /// On SQLite it runs on a thread of its own. A batch is a dozen round trips to the
+    /// connection's thread; on the shared runtime each one waited behind the calls being
+    /// served, so under load a batch took milliseconds of waiting for a fraction of a
+    /// millisecond of work, and every writing call waited with it. (A PostgreSQL connection's
+    /// socket belongs to the runtime that opened it, so there the writer stays on it.)
     pub fn start(db: Db) -> Committer {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
+        if !matches!(db.write, crate::db::Pool::Sqlite(_)) {
+            tokio::spawn(run(db, receiver));
+            return Committer { sender };
+        }
         std::thread::Builder::new()
             .name("lifecircle-commit".into())
             .spawn(move || {

@@ -36,7 +36,11 @@ pub enum Pool {
 pub struct Readers {
     idle: Mutex<Vec<SqliteConnection>>,
     permits: Arc<tokio::sync::Semaphore>,
+    count: u32,
 }
+
+/// How long a read waits for a free connection before it fails (sqlx's pool default).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection taken from [`Readers`]; given back on drop.
 #[derive(Debug)]
@@ -69,15 +73,14 @@ impl Readers {
         Ok(Readers {
             idle: Mutex::new(idle),
             permits: Arc::new(tokio::sync::Semaphore::new(count as usize)),
+            count,
         })
     }
 
     async fn acquire(self: &Arc<Self>) -> Result<Reader, sqlx::Error> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned())
             .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
         let connection = self
             .idle
@@ -92,7 +95,12 @@ impl Readers {
         })
     }
 
+    /// Waits (as long as a read may wait) until every connection is given back, then closes
+    /// them all. A connection is back in the set before its permit is released, so none is
+    /// missed.
     async fn close(&self) {
+        let given_back = self.permits.acquire_many(self.count);
+        let _all = tokio::time::timeout(ACQUIRE_TIMEOUT, given_back).await;
         self.permits.close();
         let idle = std::mem::take(
             &mut *self
@@ -404,8 +412,6 @@ impl Db {
         sqlx::migrate!("./migrations/postgres").run(&write).await?;
         let read = PgPoolOptions::new()
             .max_connections(READERS)
-            // A connection is pinged when it is given back; once is enough.
-            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         Ok(Db {

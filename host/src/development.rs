@@ -44,6 +44,11 @@ pub struct PartnerKey {
 
 /// Seeds development data in `region` for the plugins `running` there; safe to run at every
 /// start (each step is idempotent). Returns the development partners' keys.
+///
+/// The budgets are seeded whenever the host serves a plugin directory. Customers, welcome
+/// points and partner keys only when customer tokens are signed with the development secret
+/// (no token key configured): a host that trusts the bank's tokens gets no demo customers and
+/// no partner keys anyone could read off its output.
 pub async fn seed(
     state: &AppState,
     region: &str,
@@ -60,7 +65,8 @@ pub async fn seed(
         };
         apply(&mut conn, &key, "development budget", plugin, region, &fund).await?;
     }
-    for customer in CUSTOMERS {
+    let people = state.development_secret;
+    for customer in CUSTOMERS.into_iter().filter(|_| people) {
         customers::enroll(&mut conn, customer, region, "standard", now_ms).await?;
         if state.config.payments.connector == Connector::Sandbox {
             let payments = &state.config.payments;
@@ -88,7 +94,7 @@ pub async fn seed(
     }
     let mut keys = Vec::new();
     for (partner, plugin, name) in PARTNERS {
-        if !running.contains(&plugin) {
+        if !people || !running.contains(&plugin) {
             continue;
         }
         let existing = partners::get(&mut conn, partner).await?;
@@ -104,6 +110,14 @@ pub async fn seed(
         partners::put(&mut conn, &record, now_ms).await?;
         let key = partner_key(&partner_secret, partner);
         partners::add_key(&mut conn, partner, "development", &key, now_ms).await?;
+        // A key named "development" made another way keeps its place: then this one is not
+        // the partner's, and is not shown.
+        let is_theirs = partners::find(&mut conn, &key)
+            .await?
+            .is_some_and(|found| found.id == partner);
+        if !is_theirs {
+            continue;
+        }
         keys.push(PartnerKey {
             partner,
             plugin,

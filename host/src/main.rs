@@ -358,7 +358,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "merchant-coupons",
             "points-mall",
         ];
-        if development && scenarios.iter().all(|id| running.contains(id)) {
+        if development
+            && state.development_secret
+            && scenarios.iter().all(|id| running.contains(id))
+        {
             print_walkthrough(&mut out, address, &dev_region, &token, &partner_keys);
         }
     }

@@ -3,9 +3,11 @@
 //! no customer can use another's.
 //!
 //! A voucher is stateless: `v1.` + base64url(JSON claims) + `.` + base64url(HMAC-SHA256 of
-//! the claims). The claims name the issuer, the recipient, the region, a keyed digest of the
-//! customer number (so the text reveals no customer), the label, and the validity. The key is
-//! a random secret the host keeps in its database, shared by every replica.
+//! the claims). The claims name the issuer, the recipient, the region, the label, the validity,
+//! and a keyed digest of the voucher's id with the customer number: it binds the voucher to its
+//! customer, reveals no customer number, and differs from voucher to voucher, so plugins that
+//! read vouchers cannot use it to link their pseudonyms of one customer. The key is a random
+//! secret the host keeps in its database, shared by every replica.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -37,15 +39,11 @@ impl Signer {
         mac.finalize().into_bytes().into()
     }
 
-    /// The digest of `customer_number` that vouchers carry: stable, and meaningless without
-    /// the key.
-    fn customer_tag(&self, customer_number: &str) -> String {
-        hex::encode(
-            &self.mac(
-                b"lifecircle/vouchers/customer\0",
-                customer_number.as_bytes(),
-            )[..16],
-        )
+    /// The digest voucher `id` carries of `customer_number`: meaningless without the key, and
+    /// different for every voucher of the same customer.
+    fn customer_tag(&self, id: &str, customer_number: &str) -> String {
+        let data = format!("{id}\0{customer_number}");
+        hex::encode(&self.mac(b"lifecircle/vouchers/customer\0", data.as_bytes())[..16])
     }
 
     fn seal(&self, claims: &Claims) -> String {
@@ -141,12 +139,13 @@ impl CallVouchers {
             return Err(wit::VoucherError::ValidityTooLong(max_ms));
         }
         let context = &self.context;
+        let id = uuid::Uuid::now_v7().simple().to_string();
         Ok(self.signer.seal(&Claims {
-            id: uuid::Uuid::now_v7().simple().to_string(),
+            customer: self.signer.customer_tag(&id, customer),
+            id,
             issuer: context.plugin_id.clone(),
             recipient,
             region: context.region.clone(),
-            customer: self.signer.customer_tag(customer),
             label,
             issued_at_ms: context.now_ms,
             expires_at_ms: context.now_ms.saturating_add(valid_for_ms),
@@ -167,7 +166,7 @@ impl CallVouchers {
         if claims.recipient != context.plugin_id {
             return Err(wit::VoucherError::NotForThisPlugin);
         }
-        if claims.customer != self.signer.customer_tag(customer) {
+        if claims.customer != self.signer.customer_tag(&claims.id, customer) {
             return Err(wit::VoucherError::NotForThisCustomer);
         }
         if claims.region != context.region {
@@ -305,6 +304,24 @@ mod tests {
             other.open(&text),
             Err(wit::VoucherError::NotAVoucher)
         ));
+    }
+
+    #[test]
+    fn vouchers_of_one_customer_cannot_be_linked() {
+        let wheel = call("spin-wheel", "cn", Some("6222001"), 0);
+        let claims = |text: String| -> Claims {
+            let body = text["v1.".len()..].split_once('.').expect("a body").0;
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).expect("base64")).expect("json")
+        };
+        let issue = || {
+            wheel
+                .issue("merchant-coupons".into(), "a".into(), 1_000)
+                .expect("issued")
+        };
+        let (first, second) = (claims(issue()), claims(issue()));
+        assert_ne!(first.id, second.id);
+        assert_ne!(first.customer, second.customer);
+        assert!(!first.customer.contains("6222001"));
     }
 
     #[test]

@@ -230,6 +230,76 @@ on_each_backend! {
         assert!(broken.is_empty(), "ledger invariants broken: {broken:?}");
     }
 
+    async fn a_voucher_is_honoured_once_and_prizes_never_pass_the_stock() {
+        let host = TestHost::start(&[WHEEL, COUPONS]).await;
+        host.configure(
+            "cn",
+            "spin-wheel",
+            json!({"config": {
+                "free_spins_per_day": 5, "daily_limit": 5,
+                "prizes": [{"id": "tea-coupon", "title": "¥10 off tea", "kind": "coupon",
+                            "campaign": "tea", "weight": 1, "stock": 3}]
+            }}),
+        )
+        .await;
+        tea_campaign(&host, 4, 2).await;
+        let token = host.token("lin", "cn");
+
+        // Ten claims race with one voucher under ten keys: one coupon, the same for all that
+        // land; the others are told to retry.
+        let voucher = win_voucher(&host, &token, "spin-1").await;
+        let keys: Vec<String> = (0..10).map(|n| format!("race-{n}")).collect();
+        let replies =
+            futures::future::join_all(keys.iter().map(|key| claim(&host, &token, &voucher, key)))
+                .await;
+        let mut codes: Vec<&str> = replies
+            .iter()
+            .filter(|r| r.status == 200)
+            .filter_map(|r| r.body["coupon"]["code"].as_str())
+            .collect();
+        assert!(!codes.is_empty(), "{replies:?}");
+        codes.dedup();
+        assert_eq!(codes.len(), 1, "one coupon for one voucher: {replies:?}");
+        for reply in replies.iter().filter(|r| r.status != 200) {
+            assert_eq!(reply.status, 409, "{reply:?}");
+        }
+        let mine = host.call(&token, "merchant-coupons", "my-coupons", json!(null)).await;
+        assert_eq!(mine.body["coupons"].as_array().map(Vec::len), Some(1), "{mine:?}");
+        let campaigns = host.call(&token, "merchant-coupons", "campaigns", json!(null)).await;
+        assert_eq!(campaigns.body["campaigns"][0]["prizes_left"], 1, "{campaigns:?}");
+
+        // The second prize takes the last coupon kept for prizes; the wheel's third (its stock
+        // is set higher than the campaign keeps) finds none.
+        let second = win_voucher(&host, &token, "spin-2").await;
+        assert_eq!(claim(&host, &token, &second, "c-2").await.status, 200);
+        let third = win_voucher(&host, &token, "spin-3").await;
+        let refused = claim(&host, &token, &third, "c-3").await;
+        assert_eq!(refused.status, 409, "{refused:?}");
+        assert_eq!(refused.body["scenario_code"], "sold_out", "{refused:?}");
+
+        // Ordinary claims take the other two; then the campaign is out, whatever an admin
+        // does to `prize_stock` afterwards.
+        for customer in ["wang", "zhao"] {
+            let buyer = host.token(customer, "cn");
+            let bought = post(
+                &host,
+                &buyer,
+                "/v1/scenarios/merchant-coupons/claim",
+                json!({"campaign": "tea"}),
+                "buy",
+            )
+            .await;
+            assert_eq!(bought.status, 200, "{bought:?}");
+        }
+        tea_campaign(&host, 4, 4).await;
+        let late = claim(&host, &token, &third, "c-4").await;
+        assert_eq!(late.status, 409, "{late:?}");
+        assert_eq!(late.body["scenario_code"], "sold_out", "never more than the stock: {late:?}");
+        let campaigns = host.call(&token, "merchant-coupons", "campaigns", json!(null)).await;
+        assert_eq!(campaigns.body["campaigns"][0]["prizes_left"], 0, "{campaigns:?}");
+        assert_eq!(campaigns.body["campaigns"][0]["left"], 0, "{campaigns:?}");
+    }
+
     async fn vouchers_cannot_be_forged_stolen_or_stretched() {
         let host = TestHost::start_with(&[WHEEL, COUPONS, HOSTILE], |config| {
             config.vouchers.validity_days_max = 10;

@@ -4,7 +4,7 @@
 //! | Action | Caller | Body | Answer |
 //! |--------|--------|------|--------|
 //! | `campaigns` | customer | — | `{"campaigns": [...]}`: the region's campaigns, stock left, claimed by the caller |
-//! | `claim` | customer, `Idempotency-Key` | `{"campaign": id}` | `{"coupon": {...}}` with its code |
+//! | `claim` | customer, `Idempotency-Key` | `{"campaign": id, "voucher"?: text}` | `{"coupon": {...}}` with its code |
 //! | `my-coupons` | customer | `{"after"?: cursor}` | `{"coupons": [...], "next": cursor or null}` |
 //! | `verify` | partner (the merchant) | `{"code": "...", "spend_fen"?: n}` | `{"coupon": {...}, "redeemable": bool, "discount_fen"?: n}` |
 //! | `redeem` | partner (the merchant), `Idempotency-Key` | `{"code": "...", "spend_fen": n}` | `{"code", "discount_fen", "pay_fen"}` |
@@ -20,6 +20,8 @@
 //!   redemptions one lands. A retried claim or redemption (same `Idempotency-Key`) answers the
 //!   first result.
 //! - A claim with a points price spends the points in the same commit as the coupon.
+//! - A claim with a voucher (a prize won in another scenario, signed by the host) is honoured
+//!   once, free, from the campaign's `prize_stock`, if its issuer is in `voucher_issuers`.
 //! - Unused coupons expire through a job scheduled at claim time.
 
 mod logic;
@@ -103,14 +105,24 @@ fn campaigns(request: &Request) -> Result<Response, ScenarioError> {
         .iter()
         .map(|campaign| CampaignView {
             campaign,
-            left: (campaign.open_stock() - store::counter(&stock_key(&campaign.id))).max(0),
-            prizes_left: (campaign.prize_stock - store::counter(&prize_stock_key(&campaign.id)))
-                .max(0),
+            left: left(campaign, &stock_key(&campaign.id), campaign.open_stock()),
+            prizes_left: left(
+                campaign,
+                &prize_stock_key(&campaign.id),
+                campaign.prize_stock,
+            ),
             claimed_by_you: store::counter(&claimed_key(&campaign.id, pseudonym)),
             open: campaign.open_at(now),
         })
         .collect();
     Response::json(&serde_json::json!({ "campaigns": views }))
+}
+
+/// What is left of the `share` of `campaign`'s stock counted under `key`: never more than is
+/// left of the whole stock.
+fn left(campaign: &Campaign, key: &str, share: i64) -> i64 {
+    let whole = campaign.stock - store::counter(&issued_key(&campaign.id));
+    (share - store::counter(key)).min(whole).max(0)
 }
 
 fn stock_key(campaign: &str) -> String {
@@ -119,6 +131,10 @@ fn stock_key(campaign: &str) -> String {
 
 fn prize_stock_key(campaign: &str) -> String {
     format!("prize-stock/{campaign}")
+}
+
+fn issued_key(campaign: &str) -> String {
+    format!("issued/{campaign}")
 }
 
 fn claimed_key(campaign: &str, pseudonym: &str) -> String {
@@ -278,8 +294,14 @@ fn take(key: &str, stock: i64, sold_out: &str) -> Result<(), ScenarioError> {
 }
 
 /// Issues a coupon of `campaign` to `pseudonym` with a fresh code, lists it among theirs and
-/// schedules its expiry.
+/// schedules its expiry. Every coupon, bought or won, counts against the campaign's `stock`,
+/// whatever its `prize_stock` was when the others were issued.
 fn issue(campaign: &Campaign, pseudonym: &str, now: i64) -> Result<Coupon, ScenarioError> {
+    take(
+        &issued_key(&campaign.id),
+        campaign.stock,
+        "all coupons of this campaign are taken",
+    )?;
     let expires_at_ms = now + i64::from(campaign.valid_days) * 86_400_000;
     let mut coupon = None;
     for _ in 0..3 {

@@ -160,22 +160,52 @@ lifecircle_sdk::export!(SpinWheel);
 
 fn settings() -> Result<Wheel, ScenarioError> {
     let wheel: Wheel = config::get_all()?;
-    let invalid = |message: &str| Err(ScenarioError::refused("config_invalid", message));
-    if wheel
-        .prizes
-        .iter()
-        .any(|p| matches!(p.kind, Kind::Points | Kind::Cash) && p.amount < 1)
-    {
-        return invalid("every points or cash prize needs an amount of at least 1");
-    }
-    if wheel
-        .prizes
-        .iter()
-        .any(|p| (p.kind == Kind::Coupon) != p.campaign.is_some())
-    {
-        return invalid("coupon prizes, and only they, name a `campaign`");
-    }
+    wheel.check()?;
     Ok(wheel)
+}
+
+impl Wheel {
+    /// Checks what the settings schema cannot. A coupon prize's voucher label and recipient
+    /// are checked here, before any draw: a prize that cannot be issued must not cost the
+    /// customer a spin, nor give them a second draw.
+    fn check(&self) -> Result<(), ScenarioError> {
+        let invalid = |message: &str| Err(ScenarioError::refused("config_invalid", message));
+        let prizes = &self.prizes;
+        if prizes
+            .iter()
+            .any(|p| matches!(p.kind, Kind::Points | Kind::Cash) && p.amount < 1)
+        {
+            return invalid("every points or cash prize needs an amount of at least 1");
+        }
+        if prizes
+            .iter()
+            .any(|p| (p.kind == Kind::Coupon) != p.campaign.is_some())
+        {
+            return invalid("coupon prizes, and only they, name a `campaign`");
+        }
+        let label_char =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':');
+        let campaign_ok = |c: &str| (1..=57).contains(&c.len()) && c.bytes().all(label_char);
+        if prizes
+            .iter()
+            .filter_map(|p| p.campaign.as_deref())
+            .any(|c| !campaign_ok(c))
+        {
+            return invalid(
+                "a coupon prize's campaign is 1 to 57 letters, digits, '-', '_', '.' or ':'",
+            );
+        }
+        let plugin = &self.coupons_plugin;
+        let plugin_ok = (1..=64).contains(&plugin.len())
+            && !plugin.starts_with('-')
+            && plugin
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !plugin_ok {
+            return invalid("`coupons_plugin` is a plugin id: lowercase letters, digits and '-'");
+        }
+        Ok(())
+    }
 }
 
 fn now_ms() -> i64 {
@@ -319,11 +349,15 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
         Kind::Coupon => {
             take_stock(&prize)?;
             let campaign = prize.campaign.as_deref().unwrap_or_default();
-            voucher = Some(vouchers::issue(
-                &wheel.coupons_plugin,
-                &format!("coupon:{campaign}"),
-                Duration::from_secs(wheel.coupon_claim_days.saturating_mul(86_400)),
-            )?);
+            let valid_for = Duration::from_secs(wheel.coupon_claim_days.saturating_mul(86_400));
+            let label = format!("coupon:{campaign}");
+            let issued = vouchers::issue(&wheel.coupons_plugin, &label, valid_for);
+            voucher = Some(issued.map_err(|error| {
+                ScenarioError::refused(
+                    "config_invalid",
+                    format!("the wheel's coupon prize cannot be issued: {error}"),
+                )
+            })?);
         }
     }
     let outcome = if prize.kind == Kind::Thanks {
@@ -412,6 +446,40 @@ fn my_prizes(request: &Request) -> Result<Response, ScenarioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wheel(prizes: serde_json::Value, extra: serde_json::Value) -> Wheel {
+        let mut settings = serde_json::json!({ "prizes": prizes });
+        if let (Some(settings), Some(extra)) = (settings.as_object_mut(), extra.as_object()) {
+            settings.extend(extra.clone());
+        }
+        serde_json::from_value(settings).expect("settings")
+    }
+
+    #[test]
+    fn a_coupon_prize_that_could_not_be_issued_is_refused_before_any_draw() {
+        let coupon = |campaign: &str| {
+            serde_json::json!([{"id": "c", "title": "C", "kind": "coupon", "campaign": campaign,
+                                "weight": 1}])
+        };
+        let none = serde_json::json!({});
+        assert!(wheel(coupon("tea-10"), none.clone()).check().is_ok());
+        assert!(wheel(coupon("tea 10"), none.clone()).check().is_err());
+        assert!(
+            wheel(coupon(&"x".repeat(58)), none.clone())
+                .check()
+                .is_err()
+        );
+        let elsewhere = serde_json::json!({"coupons_plugin": "Merchant Coupons"});
+        assert!(wheel(coupon("tea-10"), elsewhere).check().is_err());
+        let no_campaign = serde_json::json!([{"id": "c", "title": "C", "kind": "coupon",
+                                              "weight": 1}]);
+        assert!(wheel(no_campaign, none.clone()).check().is_err());
+        let points = serde_json::json!([{"id": "p", "title": "P", "kind": "points", "weight": 1}]);
+        assert!(
+            wheel(points, none).check().is_err(),
+            "a points prize needs an amount"
+        );
+    }
 
     #[test]
     fn local_days_start_at_local_midnight() {
