@@ -16,42 +16,20 @@ async fn setup() -> TestHost {
         config.outbound.timeout_ms = 500;
     })
     .await;
-    let version = host
-        .state
-        .registry
-        .deployment("utility-payments", "cn")
-        .expect("bill payments run in cn")
-        .plugin
-        .version
-        .clone();
-    let settings = json!({
-        "version": version,
-        "outbound_hosts": ["127.0.0.1"],
-        "config": {
-            "points_per_payment": 10, "poll_seconds": 0, "poll_max": 10,
-            "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
-                         "min_fen": 100, "max_fen": 100000}]
-        }
-    });
-    let put = host
-        .request(
-            reqwest::Method::PUT,
-            "/admin/v1/regions/cn/plugins/utility-payments",
-            Some(&host.state.admin_token),
-            Some(settings.to_string().into_bytes()),
-        )
-        .await;
-    assert_eq!(put.status, 200, "{put:?}");
-    let funded = host
-        .request_with_headers(
-            reqwest::Method::POST,
-            "/admin/v1/budgets/utility-payments/cn",
-            Some(&host.state.admin_token),
-            Some(json!({"points": 1000}).to_string().into_bytes()),
-            &[("idempotency-key", "fund")],
-        )
-        .await;
-    assert_eq!(funded.status, 200, "{funded:?}");
+    host.configure(
+        "cn",
+        "utility-payments",
+        json!({
+            "outbound_hosts": ["127.0.0.1"],
+            "config": {
+                "points_per_payment": 10, "poll_seconds": 0, "poll_max": 10,
+                "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
+                             "min_fen": 100, "max_fen": 100000}]
+            }
+        }),
+    )
+    .await;
+    host.fund("cn", "utility-payments", 1000, "fund").await;
     host
 }
 
@@ -68,18 +46,6 @@ async fn pay(host: &TestHost, token: &str, account: &str, key: &str) -> Reply {
         &[("idempotency-key", key)],
     )
     .await
-}
-
-async fn balance(host: &TestHost, customer: &str) -> i64 {
-    let reply = host
-        .request(
-            reqwest::Method::GET,
-            &format!("/admin/v1/sandbox/accounts/{customer}"),
-            Some(&host.state.admin_token),
-            None,
-        )
-        .await;
-    reply.body["balance_minor"].as_i64().unwrap_or(-1)
 }
 
 async fn points(host: &TestHost, token: &str) -> Value {
@@ -118,14 +84,14 @@ on_each_backend! {
         let paid = pay(&host, &alice, "0591-1", "a1").await;
         assert_eq!(paid.body["receipt"]["status"], "paid", "{paid:?}");
         assert_eq!(pay(&host, &alice, "0591-1", "a1").await.body["receipt"]["id"], paid.body["receipt"]["id"]);
-        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 4250);
         assert_eq!(points(&host, &alice).await, 10);
 
         // The biller refuses: refunded, no points.
         let bob = host.token("bob", "cn");
         let refused = pay(&host, &bob, "fail-1", "b1").await;
         assert_eq!(refused.body["receipt"]["status"], "refunded", "{refused:?}");
-        assert_eq!(balance(&host, "bob").await, 100_000);
+        assert_eq!(host.sandbox_balance("bob").await, 100_000);
         assert_eq!(points(&host, &bob).await, 0);
 
         // The biller answers too late: pending, then settled by the polling job.
@@ -133,7 +99,7 @@ on_each_backend! {
         let late = pay(&host, &carol, "slow-1", "c1").await;
         assert_eq!(late.body["receipt"]["status"], "pending", "{late:?}");
         assert_eq!(final_receipt(&host, &carol).await["status"], "paid");
-        assert_eq!(balance(&host, "carol").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("carol").await, 100_000 - 4250);
         assert_eq!(points(&host, &carol).await, 10);
 
         // The biller answers pending, and confirms on its third status query.
@@ -147,7 +113,7 @@ on_each_backend! {
         let erin = host.token("erin", "cn");
         pay(&host, &erin, "pendingfail-1", "e1").await;
         assert_eq!(final_receipt(&host, &erin).await["status"], "refunded");
-        assert_eq!(balance(&host, "erin").await, 100_000);
+        assert_eq!(host.sandbox_balance("erin").await, 100_000);
         assert_eq!(points(&host, &erin).await, 0);
 
         // Not enough money: declined, nothing moved. (Funding opens frank's account with what

@@ -29,24 +29,12 @@ fn campaign(id: &str, stock: i64, extra: Value) -> Value {
 
 /// Sets the region `cn`'s campaigns.
 async fn set_campaigns(host: &TestHost, campaigns: Value) {
-    let version = host
-        .state
-        .registry
-        .deployment("merchant-coupons", "cn")
-        .expect("merchant-coupons runs in cn")
-        .plugin
-        .version
-        .clone();
-    let body = json!({"version": version, "config": {"campaigns": campaigns}});
-    let reply = host
-        .request(
-            reqwest::Method::PUT,
-            "/admin/v1/regions/cn/plugins/merchant-coupons",
-            Some(&host.state.admin_token),
-            Some(body.to_string().into_bytes()),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
+    host.configure(
+        "cn",
+        "merchant-coupons",
+        json!({"config": {"campaigns": campaigns}}),
+    )
+    .await;
 }
 
 async fn claim(host: &TestHost, token: &str, campaign: &str, key: &str) -> Reply {

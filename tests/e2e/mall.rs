@@ -12,34 +12,9 @@ const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
 /// have checked in once (10 points each).
 async fn mall(items: Value, customers: &[&str]) -> (TestHost, Vec<String>) {
     let host = TestHost::start(&[MALL, POINTS_DEMO]).await;
-    let version = host
-        .state
-        .registry
-        .deployment("points-mall", "cn")
-        .expect("the mall runs in cn")
-        .plugin
-        .version
-        .clone();
-    let admin = host.state.admin_token.clone();
-    let body = json!({"version": version, "config": {"items": items}}).to_string();
-    let put = host
-        .request(
-            reqwest::Method::PUT,
-            "/admin/v1/regions/cn/plugins/points-mall",
-            Some(&admin),
-            Some(body.into_bytes()),
-        )
+    host.configure("cn", "points-mall", json!({"config": {"items": items}}))
         .await;
-    assert_eq!(put.status, 200, "{put:?}");
-    let funded = host
-        .post_keyed(
-            "/admin/v1/budgets/points-demo/cn",
-            &admin,
-            json!({"points": 1000}),
-            "f",
-        )
-        .await;
-    assert_eq!(funded.status, 200, "{funded:?}");
+    host.fund("cn", "points-demo", 1000, "f").await;
     let mut tokens = Vec::new();
     for customer in customers {
         let token = host.token(customer, "cn");

@@ -62,19 +62,6 @@ async fn money(host: &TestHost, token: &str, action: &str, body: Value, key: &st
     .await
 }
 
-async fn balance(host: &TestHost, customer: &str) -> i64 {
-    let reply = host
-        .request(
-            reqwest::Method::GET,
-            &format!("/admin/v1/sandbox/accounts/{customer}"),
-            Some(&host.state.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    reply.body["balance_minor"].as_i64().expect("balance")
-}
-
 on_each_backend! {
     async fn bill_payments_are_idempotent_and_refunded_when_the_biller_fails() {
         let biller = biller().await;
@@ -88,13 +75,13 @@ on_each_backend! {
         assert_eq!(paid.status, 200, "{paid:?}");
         assert_eq!(paid.body["outcome"], "paid");
         let debit = paid.body["payment"]["id"].as_str().expect("id").to_owned();
-        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 4250);
         let retries = (0..5).map(|_| pay_bill(&host, &alice, 4250, &confirm, "k1"));
         for retry in futures::future::join_all(retries).await {
             assert_eq!(retry.body["payment"]["id"], json!(debit), "{retry:?}");
             assert_eq!(retry.body["outcome"], "paid");
         }
-        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 4250);
         let reused = pay_bill(&host, &alice, 9999, &confirm, "k1").await;
         assert_eq!(reused.status, 409, "{reused:?}");
         assert_eq!(reused.body["scenario_code"], "payment_key_reused");
@@ -105,13 +92,13 @@ on_each_backend! {
         assert_eq!(refunded.body["refund"]["status"], "succeeded");
         let again = pay_bill(&host, &alice, 3000, &reject, "k2").await;
         assert_eq!(again.body["refund"]["id"], refunded.body["refund"]["id"]);
-        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 4250);
 
         // Not enough money: declined, nothing moved.
         let declined = pay_bill(&host, &alice, 200_000, &confirm, "k3").await;
         assert_eq!(declined.body["outcome"], "declined", "{declined:?}");
         assert_eq!(declined.body["payment"]["reason"], "insufficient_funds");
-        assert_eq!(balance(&host, "alice").await, 100_000 - 4250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 4250);
         let too_large = pay_bill(&host, &alice, 6_000_000, &confirm, "k4").await;
         assert_eq!(too_large.body["scenario_code"], "amount_too_large", "{too_large:?}");
 
@@ -125,7 +112,7 @@ on_each_backend! {
         let over = replies.iter().find(|r| r.status != 200).expect("one refused");
         assert_eq!(over.status, 409, "{over:?}");
         assert_eq!(over.body["scenario_code"], "refund_exceeds_payment");
-        assert_eq!(balance(&host, "alice").await, 100_000 - 250);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 250);
         let failed_debit = declined.body["payment"]["id"].as_str().expect("id");
         let not_refundable = money(&host, &alice, "refund", json!({"payment": failed_debit, "fen": 1}), "r4").await;
         assert_eq!(not_refundable.body["scenario_code"], "payment_not_refundable");
@@ -199,7 +186,7 @@ on_each_backend! {
         let token = host.token("alice", "cn");
         let reply = host.call(&token, "hostile-payments", "flood", json!(null)).await;
         assert_eq!(reply.body, json!({"made": 3, "stopped_by": "too_many_payments"}), "{reply:?}");
-        assert_eq!(balance(&host, "alice").await, 100_000 - 3);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 3);
         host.stop().await;
     }
 }

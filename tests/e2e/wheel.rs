@@ -11,38 +11,13 @@ const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
 const DAY_MS: i64 = 86_400_000;
 
 async fn set_wheel(host: &TestHost, wheel: Value) {
-    let version = host
-        .state
-        .registry
-        .deployment("spin-wheel", "cn")
-        .expect("the wheel runs in cn")
-        .plugin
-        .version
-        .clone();
-    let body = json!({"version": version, "config": wheel}).to_string();
-    let put = host
-        .request(
-            reqwest::Method::PUT,
-            "/admin/v1/regions/cn/plugins/spin-wheel",
-            Some(&host.state.admin_token),
-            Some(body.into_bytes()),
-        )
+    host.configure("cn", "spin-wheel", json!({ "config": wheel }))
         .await;
-    assert_eq!(put.status, 200, "{put:?}");
 }
 
 async fn fund(host: &TestHost, plugin: &str, points: i64) {
-    let admin = host.state.admin_token.clone();
-    let path = format!("/admin/v1/budgets/{plugin}/cn");
-    let funded = host
-        .post_keyed(
-            &path,
-            &admin,
-            json!({"points": points}),
-            &format!("fund-{plugin}"),
-        )
+    host.fund("cn", plugin, points, &format!("fund-{plugin}"))
         .await;
-    assert_eq!(funded.status, 200, "{funded:?}");
 }
 
 async fn spin(host: &TestHost, token: &str, key: &str) -> Reply {

@@ -512,6 +512,20 @@ impl TestHost {
         assert_eq!(reply.status, 200, "{reply:?}");
     }
 
+    /// The balance of `customer`'s sandbox bank account, in minor units.
+    pub async fn sandbox_balance(&self, customer: &str) -> i64 {
+        let reply = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/admin/v1/sandbox/accounts/{customer}"),
+                Some(&self.state.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.body["balance_minor"].as_i64().expect("a balance")
+    }
+
     /// Registers partner `id` (head office) for `plugins` and returns a new API key of it.
     pub async fn partner_key(&self, id: &str, plugins: &[&str]) -> String {
         let admin = self.state.admin_token.clone();
