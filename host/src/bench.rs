@@ -15,6 +15,7 @@
 //! HTTP on SQLite, one customer per connection.
 
 use anyhow::Context;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,19 +84,8 @@ pub async fn run(
         .identity
         .mint(&customer, Duration::from_secs(3600))
         .context(NO_SECRET)?;
-    let (lifecircle_address, stop_lifecircle) = {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-            state.clone(),
-        ));
-        (address, stop)
-    };
+    let lifecircle = Served::start(&state).await?;
+    let lifecircle_address = lifecircle.address;
     let (bare_address, stop_bare) = {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -149,7 +139,7 @@ pub async fn run(
         "lifecircle /v1/scenarios/hello/echo", host.rate, host.p50_us, host.p99_us
     );
     println!("ratio lifecircle / bare axum: {:.2}", host.rate / bare.rate);
-    let _ = stop_lifecircle.send(());
+    lifecircle.stop().await;
     let _ = stop_bare.send(());
     println!();
 
@@ -441,30 +431,9 @@ async fn ledger_case(
         }
         transaction.commit().await?;
     }
-    let tokens: Arc<Vec<String>> = Arc::new(
-        (0..connections)
-            .map(|index| {
-                state.identity.mint(
-                    &Customer {
-                        id: customer(index),
-                        region: REGION.into(),
-                    },
-                    Duration::from_secs(3600),
-                )
-            })
-            .collect::<Option<_>>()
-            .context(NO_SECRET)?,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve(
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        state.clone(),
-    ));
+    let tokens = mint_tokens(state, connections, REGION, customer)?;
+    let served = Served::start(state).await?;
+    let address = served.address;
     let make: MakeRequest = Arc::new(move |connection, n| {
         let mut request = post_request(
             "/v1/scenarios/points-demo/churn",
@@ -478,8 +447,7 @@ async fn ledger_case(
         request
     });
     let measured = http_case(address, make, connections, duration).await;
-    let _ = stop.send(());
-    let _ = served.await;
+    served.stop().await;
     measured
 }
 
@@ -562,30 +530,11 @@ async fn scenario_cases(
         transaction.commit().await?;
     }
     state.registry.reload().await?;
-    let tokens: Arc<Vec<String>> = Arc::new(
-        (0..connections)
-            .map(|index| {
-                state.identity.mint(
-                    &Customer {
-                        id: format!("bench-scenario-{index}"),
-                        region: REGION.into(),
-                    },
-                    Duration::from_secs(3600),
-                )
-            })
-            .collect::<Option<_>>()
-            .context(NO_SECRET)?,
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(serve(
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        state.clone(),
-    ));
+    let tokens = mint_tokens(state, connections, REGION, |index| {
+        format!("bench-scenario-{index}")
+    })?;
+    let served = Served::start(state).await?;
+    let address = served.address;
     println!();
     println!(
         "Scenarios: reference plugins' hot actions, {connections} connections (one customer each) on SQLite, {} s per row",
@@ -619,8 +568,7 @@ async fn scenario_cases(
             label, measured.rate, measured.p50_us, measured.p99_us
         );
     }
-    let _ = stop.send(());
-    let _ = served.await;
+    served.stop().await;
     Ok(())
 }
 
@@ -756,7 +704,7 @@ fn post_request(path: &str, token: Option<&str>, body: &str) -> Request<Full<Byt
 
 /// Sends requests on `connections` keep-alive connections for `duration`.
 async fn http_case(
-    address: std::net::SocketAddr,
+    address: SocketAddr,
     make: MakeRequest,
     connections: usize,
     duration: Duration,
@@ -804,4 +752,59 @@ async fn http_case(
         all.extend(task.await??);
     }
     Ok(summarize(all, duration))
+}
+
+/// A host serving `state` on a free loopback port, for the HTTP cases.
+struct Served {
+    address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(state: &AppState) -> anyhow::Result<Served> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            state.clone(),
+        ));
+        Ok(Served {
+            address,
+            stop,
+            served,
+        })
+    }
+
+    /// Stops serving and waits until the host has.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.served.await;
+    }
+}
+
+/// A token for each of `count` customers in `region`, named by `customer(index)`.
+fn mint_tokens(
+    state: &AppState,
+    count: usize,
+    region: &str,
+    customer: impl Fn(usize) -> String,
+) -> anyhow::Result<Arc<Vec<String>>> {
+    let tokens = (0..count)
+        .map(|index| {
+            state.identity.mint(
+                &Customer {
+                    id: customer(index),
+                    region: region.into(),
+                },
+                Duration::from_secs(3600),
+            )
+        })
+        .collect::<Option<_>>()
+        .context(NO_SECRET)?;
+    Ok(Arc::new(tokens))
 }

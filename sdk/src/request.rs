@@ -256,6 +256,28 @@ impl Request {
         })
     }
 
+    /// The cursor a listing action is asked to continue after: the body is `{"after":
+    /// cursor}`, `{}` or nothing; anything else is [`ScenarioError::InvalidInput`]. Pair it
+    /// with [`store::page`](crate::store::page).
+    ///
+    /// ```
+    /// # use lifecircle_sdk::{Caller, Request};
+    /// let first = Request::new("orders", Caller::Scheduler, "null");
+    /// assert_eq!(first.page_after().ok(), Some(None));
+    /// let next = Request::new("orders", Caller::Scheduler, r#"{"after": "orders/p/2"}"#);
+    /// assert_eq!(next.page_after().ok(), Some(Some("orders/p/2".to_owned())));
+    /// let wrong = Request::new("orders", Caller::Scheduler, r#"{"page": 2}"#);
+    /// assert!(wrong.page_after().is_err());
+    /// ```
+    pub fn page_after(&self) -> Result<Option<String>, ScenarioError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PageBody {
+            after: Option<String>,
+        }
+        Ok(self.json::<Option<PageBody>>()?.and_then(|page| page.after))
+    }
+
     /// The request body as JSON text (`null` when the client sent no body).
     ///
     /// ```

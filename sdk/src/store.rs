@@ -142,6 +142,25 @@ pub fn list_keys(prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
     raw::list_keys(prefix, after, limit)
 }
 
+/// One page of a listing: up to `limit` keys under `prefix` after `after` (as
+/// [`list_keys`]), and the cursor of the next page, the last key, when the page is full
+/// (`None`: this was the last page). Answer the cursor as the listing's `next`, and read it
+/// back with [`Request::page_after`](crate::Request::page_after).
+///
+/// ```no_run
+/// use lifecircle_sdk::store;
+///
+/// let (keys, next) = store::page("orders/customer-1/", None, 50);
+/// # let _ = (keys, next);
+/// ```
+pub fn page(prefix: &str, after: Option<&str>, limit: u32) -> (Vec<String>, Option<String>) {
+    let keys = list_keys(prefix, after, limit);
+    let next = (keys.len() == limit as usize)
+        .then(|| keys.last().cloned())
+        .flatten();
+    (keys, next)
+}
+
 /// The counter under `key`: 0 when the key is missing or does not hold a counter. For showing
 /// a count (stock left, spins today); to change one, use [`increment`], whose bounds the host
 /// checks again at commit.

@@ -368,19 +368,11 @@ fn broken(what: &str) -> ScenarioError {
     ScenarioError::conflict("data_broken", format!("the stored {what} is not readable"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageBody {
-    after: Option<String>,
-}
-
 fn my_coupons(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let after = request
-        .json::<Option<PageBody>>()?
-        .and_then(|page| page.after);
+    let after = request.page_after()?;
     let prefix = format!("mine/{pseudonym}/");
-    let keys = store::list_keys(&prefix, after.as_deref(), PAGE);
+    let (keys, next) = store::page(&prefix, after.as_deref(), PAGE);
     let now = now_ms();
     let mut coupons = Vec::with_capacity(keys.len());
     for key in &keys {
@@ -392,9 +384,6 @@ fn my_coupons(request: &Request) -> Result<Response, ScenarioError> {
             coupons.push(coupon);
         }
     }
-    let next = (keys.len() == PAGE as usize)
-        .then(|| keys.last().cloned())
-        .flatten();
     Response::json(&serde_json::json!({ "coupons": coupons, "next": next }))
 }
 

@@ -282,18 +282,10 @@ fn secure_u64() -> Result<u64, ScenarioError> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageBody {
-    after: Option<String>,
-}
-
 fn orders(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let after = request
-        .json::<Option<PageBody>>()?
-        .and_then(|page| page.after);
-    let keys = store::list_keys(&format!("orders/{pseudonym}/"), after.as_deref(), PAGE);
+    let after = request.page_after()?;
+    let (keys, next) = store::page(&format!("orders/{pseudonym}/"), after.as_deref(), PAGE);
     let mut orders = Vec::with_capacity(keys.len());
     for key in &keys {
         if let Some(id) = store::get(key).and_then(|bytes| String::from_utf8(bytes).ok())
@@ -302,9 +294,6 @@ fn orders(request: &Request) -> Result<Response, ScenarioError> {
             orders.push(order);
         }
     }
-    let next = (keys.len() == PAGE as usize)
-        .then(|| keys.last().cloned())
-        .flatten();
     Response::json(&serde_json::json!({ "orders": orders, "next": next }))
 }
 

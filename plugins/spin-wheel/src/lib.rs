@@ -419,27 +419,16 @@ fn take_stock(prize: &Prize) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageBody {
-    after: Option<String>,
-}
-
 fn my_prizes(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let after = request
-        .json::<Option<PageBody>>()?
-        .and_then(|page| page.after);
-    let keys = store::list_keys(&format!("prizes/{pseudonym}/"), after.as_deref(), PAGE);
+    let after = request.page_after()?;
+    let (keys, next) = store::page(&format!("prizes/{pseudonym}/"), after.as_deref(), PAGE);
     let mut prizes = Vec::with_capacity(keys.len());
     for key in &keys {
         if let Some(won) = store::get_json::<serde_json::Value>(key)? {
             prizes.push(won);
         }
     }
-    let next = (keys.len() == PAGE as usize)
-        .then(|| keys.last().cloned())
-        .flatten();
     Response::json(&serde_json::json!({ "prizes": prizes, "next": next }))
 }
 

@@ -396,26 +396,15 @@ fn again(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PageBody {
-    after: Option<String>,
-}
-
 fn receipts(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
-    let after = request
-        .json::<Option<PageBody>>()?
-        .and_then(|page| page.after);
-    let keys = store::list_keys(&format!("receipts/{pseudonym}/"), after.as_deref(), PAGE);
+    let after = request.page_after()?;
+    let (keys, next) = store::page(&format!("receipts/{pseudonym}/"), after.as_deref(), PAGE);
     let mut receipts = Vec::with_capacity(keys.len());
     for key in &keys {
         if let Some(receipt) = store::get_json::<Receipt>(key)? {
             receipts.push(receipt);
         }
     }
-    let next = (keys.len() == PAGE as usize)
-        .then(|| keys.last().cloned())
-        .flatten();
     Response::json(&serde_json::json!({ "receipts": receipts, "next": next }))
 }
