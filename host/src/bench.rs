@@ -112,10 +112,7 @@ pub async fn run(
         "HTTP: POST {BODY} with {connections} keep-alive connections on loopback, {} s per row",
         duration.as_secs()
     );
-    println!(
-        "{:>34} {:>12} {:>10} {:>10}",
-        "server", "requests/s", "p50 µs", "p99 µs"
-    );
+    print_header("server", "requests/s");
     let bare = http_case(
         bare_address,
         Arc::new(|_, _| post_request("/echo", None, BODY)),
@@ -123,10 +120,7 @@ pub async fn run(
         duration,
     )
     .await?;
-    println!(
-        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
-        "bare axum route (same JSON)", bare.rate, bare.p50_us, bare.p99_us
-    );
+    bare.print("bare axum route (same JSON)");
     let host = http_case(
         lifecircle_address,
         Arc::new(move |_, _| post_request("/v1/scenarios/hello/echo", Some(&token), BODY)),
@@ -134,10 +128,7 @@ pub async fn run(
         duration,
     )
     .await?;
-    println!(
-        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
-        "lifecircle /v1/scenarios/hello/echo", host.rate, host.p50_us, host.p99_us
-    );
+    host.print("lifecircle /v1/scenarios/hello/echo");
     println!("ratio lifecircle / bare axum: {:.2}", host.rate / bare.rate);
     lifecircle.stop().await;
     let _ = stop_bare.send(());
@@ -150,15 +141,9 @@ pub async fn run(
         "Ledger: POST /v1/scenarios/points-demo/churn (spend 1 + award 1 from one hot budget), {connections} connections, {} s per row",
         duration.as_secs()
     );
-    println!(
-        "{:>34} {:>12} {:>10} {:>10}",
-        "backend", "calls/s", "p50 µs", "p99 µs"
-    );
+    print_header("backend", "calls/s");
     let sqlite = ledger_case(&state, connections, duration).await?;
-    println!(
-        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
-        "lifecircle on SQLite", sqlite.rate, sqlite.p50_us, sqlite.p99_us
-    );
+    sqlite.print("lifecircle on SQLite");
     scenario_cases(&state, connections, duration).await?;
     let Some(url) = postgres else {
         println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
@@ -173,10 +158,7 @@ pub async fn run(
     pg_config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
     let pg_state = build(pg_config).await?;
     let on_postgres = ledger_case(&pg_state, connections, duration).await?;
-    println!(
-        "{:>34} {:>12.0} {:>10.1} {:>10.1}",
-        "lifecircle on PostgreSQL", on_postgres.rate, on_postgres.p50_us, on_postgres.p99_us
-    );
+    on_postgres.print("lifecircle on PostgreSQL");
     match pgbench(&url, connections, duration).await {
         Ok((tps, latency_ms)) => {
             println!(
@@ -540,10 +522,7 @@ async fn scenario_cases(
         "Scenarios: reference plugins' hot actions, {connections} connections (one customer each) on SQLite, {} s per row",
         duration.as_secs()
     );
-    println!(
-        "{:>34} {:>12} {:>10} {:>10}",
-        "action", "calls/s", "p50 µs", "p99 µs"
-    );
+    print_header("action", "calls/s");
     for (label, path, body) in [
         ("spin-wheel/spin", "/v1/scenarios/spin-wheel/spin", "null"),
         (
@@ -563,10 +542,7 @@ async fn scenario_cases(
             request
         });
         let measured = http_case(address, make, connections, duration).await?;
-        println!(
-            "{:>34} {:>12.0} {:>10.1} {:>10.1}",
-            label, measured.rate, measured.p50_us, measured.p99_us
-        );
+        measured.print(label);
     }
     served.stop().await;
     Ok(())
@@ -577,9 +553,44 @@ struct Measured {
     rate: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU time of the whole process (host and in-process load generator alike) per call,
+    /// where the operating system reports it.
+    cpu_us_per_call: Option<f64>,
 }
 
-fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration) -> Measured {
+impl Measured {
+    /// Prints the case's row under [`print_header`].
+    fn print(&self, label: &str) {
+        let cpu = self
+            .cpu_us_per_call
+            .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.0}"));
+        println!(
+            "{label:>34} {:>12.0} {:>10.1} {:>10.1} {cpu:>12}",
+            self.rate, self.p50_us, self.p99_us
+        );
+    }
+}
+
+/// Prints the header of a table of [`Measured`] rows.
+fn print_header(first: &str, rate: &str) {
+    println!(
+        "{first:>34} {rate:>12} {:>10} {:>10} {:>12}",
+        "p50 µs", "p99 µs", "CPU µs/call"
+    );
+}
+
+/// CPU time this process has used so far, all threads (Linux's `/proc/self/stat`).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses; user and
+    // system time are the 14th and 15th, in ticks of 1/100 s.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, cpu: Option<Duration>) -> Measured {
     latencies_ns.sort_unstable();
     let percentile = |p: f64| {
         if latencies_ns.is_empty() {
@@ -592,6 +603,9 @@ fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration) -> Measured {
         rate: latencies_ns.len() as f64 / elapsed.as_secs_f64(),
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
+        cpu_us_per_call: cpu
+            .filter(|_| !latencies_ns.is_empty())
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / latencies_ns.len() as f64),
     }
 }
 
@@ -683,7 +697,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
         all.extend(latencies);
         elapsed = elapsed.max(took);
     }
-    summarize(all, elapsed)
+    summarize(all, elapsed, None)
 }
 
 /// Builds request `n` of connection `connection`.
@@ -747,11 +761,18 @@ async fn http_case(
             anyhow::Ok(latencies)
         }));
     }
+    // The process's CPU time over the measured window (after the warm-up).
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(begin.into()).await;
+        let before = process_cpu();
+        tokio::time::sleep_until(end.into()).await;
+        Some(process_cpu()?.saturating_sub(before?))
+    });
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await??);
     }
-    Ok(summarize(all, duration))
+    Ok(summarize(all, duration, cpu.await?))
 }
 
 /// A host serving `state` on a free loopback port, for the HTTP cases.
