@@ -74,6 +74,21 @@ async fn await_status(host: &TestHost, id: &str, status: &str) -> Value {
     panic!("job {id} never became {status}: {found}");
 }
 
+/// The count of open jobs that the pending-jobs limit reads (kept by triggers) is the number
+/// of `hello`'s jobs that are pending or running.
+async fn assert_open_jobs_counted(host: &TestHost) {
+    let kept = host
+        .count("SELECT COALESCE((SELECT open_jobs FROM jobs_usage WHERE plugin_id = 'hello'), 0)")
+        .await;
+    let open = host
+        .count(
+            "SELECT COUNT(*) FROM jobs WHERE plugin_id = 'hello' \
+             AND status IN ('pending', 'running')",
+        )
+        .await;
+    assert_eq!(kept, open, "the kept count of hello's open jobs");
+}
+
 fn advance(host: &TestHost, ms: i64) {
     let clock = &host.state.registry.clock;
     clock.set_ms(clock.now_ms() + ms);
@@ -116,6 +131,7 @@ on_each_backend! {
         assert_eq!(runs.len(), 1, "{records:?}");
         assert_eq!(runs[0]["outcome"], "ok");
         assert_eq!(runs[0]["caller_kind"], "customer");
+        assert_open_jobs_counted(&host).await;
         host.stop().await;
     }
 
@@ -142,6 +158,7 @@ on_each_backend! {
             .call(&elsewhere, "hello", "cancel-reminder", json!({"job": other_id}))
             .await;
         assert_eq!(refused.body, json!({"cancelled": false}));
+        assert_open_jobs_counted(&host).await;
         host.stop().await;
     }
 
@@ -193,6 +210,7 @@ on_each_backend! {
         let done = await_status(&host, &flaky_id, "done").await;
         assert_eq!(done["attempts"], 2);
         assert_eq!(reminded(&host, &alice).await, 1);
+        assert_open_jobs_counted(&host).await;
         host.stop().await;
     }
 
@@ -319,6 +337,7 @@ on_each_backend! {
         advance(&host, 2 * HOUR_MS);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(reminded(&host, &alice).await, 0);
+        assert_open_jobs_counted(&host).await;
         let missing = host
             .request(reqwest::Method::GET, "/admin/v1/jobs/nope", Some(&admin), None)
             .await;
@@ -353,6 +372,23 @@ on_each_backend! {
         assert_eq!(third.status, 422, "{third:?}");
         assert_eq!(third.body["scenario_code"], "job_not_scheduled");
         assert_eq!(host.count("SELECT COUNT(*) FROM jobs").await, 2);
+        assert_open_jobs_counted(&host).await;
+
+        // A cancelled job frees its place.
+        let first = replies.iter().find(|r| r.status == 200).expect("a scheduled job");
+        let id = first.body["job"].as_str().expect("job id");
+        let cancelled = host
+            .request(
+                reqwest::Method::POST,
+                &format!("/admin/v1/jobs/{id}/cancel"),
+                Some(&host.state.admin_token),
+                Some(json!({"reason": "make room"}).to_string().into_bytes()),
+            )
+            .await;
+        assert_eq!(cancelled.status, 200, "{cancelled:?}");
+        let fourth = remind(&host, &alice, json!({"after_seconds": 3600}), "d").await;
+        assert_eq!(fourth.status, 200, "{fourth:?}");
+        assert_open_jobs_counted(&host).await;
         host.stop().await;
     }
 }

@@ -369,11 +369,12 @@ async fn by_key(
     })
 }
 
-/// How many jobs of `plugin_id` are pending or running.
+/// How many jobs of `plugin_id` are pending or running (kept by the database's triggers on
+/// `jobs`; see migration 0011).
 pub async fn pending_count(conn: &mut Conn<'_>, plugin_id: &str) -> Result<u64, sqlx::Error> {
     let count: i64 = with_conn!(conn.reborrow(), c => {
         sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE plugin_id = $1 AND status IN ('pending', 'running')",
+            "SELECT COALESCE((SELECT open_jobs FROM jobs_usage WHERE plugin_id = $1), 0)",
         )
         .bind(plugin_id)
         .fetch_one(&mut *c)
