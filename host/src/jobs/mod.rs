@@ -630,13 +630,26 @@ pub async fn get(conn: &mut Conn<'_>, id: &str) -> Result<Option<JobView>, sqlx:
     }))
 }
 
-/// Cancels a pending job for an admin. Returns whether it was pending.
+/// Cancels a pending job for an admin, in the caller's transaction. Returns whether it was
+/// pending.
 pub async fn cancel(
     conn: &mut Conn<'_>,
     id: &str,
     reason: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
+    if let Conn::Postgres(c) = conn.reborrow() {
+        // Lock the plugin's count of open jobs before the job, as commits do (they lock the
+        // count when they load, then the jobs they cancel): in the other order, a commit
+        // on another host cancelling the same job could deadlock with this one.
+        sqlx::query(
+            "SELECT 1 FROM jobs_usage WHERE plugin_id = \
+             (SELECT plugin_id FROM jobs WHERE id = $1) FOR UPDATE",
+        )
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    }
     let changed = with_conn!(conn.reborrow(), c => {
         sqlx::query(
             "UPDATE jobs SET status = 'cancelled', finished_at_ms = $2, last_error = $3 \
