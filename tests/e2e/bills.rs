@@ -8,28 +8,14 @@ use serde_json::{Value, json};
 
 const BILLS: Bundle = Bundle::new("reference/utility-payments");
 
-/// The simulator on 127.0.0.1, and a host whose region `cn` pays its bills there.
+/// A host whose region `cn` pays its bills at the biller simulator, 10 points a payment.
 async fn setup() -> TestHost {
-    let api = format!("{}/bills", lifecircle_tests::biller_simulator().await);
     let host = TestHost::start_with(&[BILLS], |config| {
         config.jobs.poll_interval_ms = 20;
         config.outbound.timeout_ms = 500;
     })
     .await;
-    host.configure(
-        "cn",
-        "utility-payments",
-        json!({
-            "outbound_hosts": ["127.0.0.1"],
-            "config": {
-                "points_per_payment": 10, "poll_seconds": 0, "poll_max": 10,
-                "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
-                             "min_fen": 100, "max_fen": 100000}]
-            }
-        }),
-    )
-    .await;
-    host.fund("cn", "utility-payments", 1000, "fund").await;
+    host.pay_water_bills_at_a_simulator(10).await;
     host
 }
 

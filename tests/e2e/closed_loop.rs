@@ -18,24 +18,10 @@ const HOSTILE: Bundle = Bundle::new("hostile/hostile-vouchers");
 /// points, a spin costs 30 and always wins a coupon of `tea` (5 kept for prizes), the mall
 /// sells an umbrella for 60.
 async fn setup(extra: &[Bundle]) -> TestHost {
-    let api = format!("{}/bills", lifecircle_tests::biller_simulator().await);
     let mut bundles = vec![BILLS, WHEEL, COUPONS, MALL];
     bundles.extend_from_slice(extra);
     let host = TestHost::start(&bundles).await;
-    host.configure(
-        "cn",
-        "utility-payments",
-        json!({
-            "outbound_hosts": ["127.0.0.1"],
-            "config": {
-                "points_per_payment": 100, "poll_seconds": 0, "poll_max": 10,
-                "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
-                             "min_fen": 100, "max_fen": 100000}]
-            }
-        }),
-    )
-    .await;
-    host.fund("cn", "utility-payments", 1000, "fund").await;
+    host.pay_water_bills_at_a_simulator(100).await;
     host.configure(
         "cn",
         "spin-wheel",

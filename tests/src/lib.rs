@@ -512,6 +512,27 @@ impl TestHost {
         assert_eq!(reply.status, 200, "{reply:?}");
     }
 
+    /// Has `utility-payments` in region `cn` pay water bills (100 to 100,000 fen) at a new
+    /// [`biller_simulator`], earning `points_per_payment` from a budget of 1,000 points, and
+    /// polling a pending payment at once, up to 10 times.
+    pub async fn pay_water_bills_at_a_simulator(&self, points_per_payment: i64) {
+        let api = format!("{}/bills", biller_simulator().await);
+        self.configure(
+            "cn",
+            "utility-payments",
+            serde_json::json!({
+                "outbound_hosts": ["127.0.0.1"],
+                "config": {
+                    "points_per_payment": points_per_payment, "poll_seconds": 0, "poll_max": 10,
+                    "billers": [{"id": "water", "kind": "water", "name": "Water", "api_url": api,
+                                 "min_fen": 100, "max_fen": 100000}]
+                }
+            }),
+        )
+        .await;
+        self.fund("cn", "utility-payments", 1000, "fund").await;
+    }
+
     /// The balance of `customer`'s sandbox bank account, in minor units.
     pub async fn sandbox_balance(&self, customer: &str) -> i64 {
         let reply = self
