@@ -269,6 +269,12 @@ pub struct OutboundConfig {
     /// Bytes of one response body.
     #[serde(default = "default_outbound_response_bytes_max")]
     pub response_bytes_max: u64,
+    /// Whether a host name on an allow-list may lead to a private, loopback or link-local
+    /// address (and plugins' requests may go through a proxy from the environment). Off:
+    /// whoever runs a partner's DNS could otherwise point an allowed name at the bank's own
+    /// network. Rules naming an IP address reach it either way.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
 }
 
 impl Default for OutboundConfig {
@@ -279,6 +285,7 @@ impl Default for OutboundConfig {
             requests_per_call_max: default_outbound_requests_per_call_max(),
             request_bytes_max: default_outbound_request_bytes_max(),
             response_bytes_max: default_outbound_response_bytes_max(),
+            allow_private_addresses: false,
         }
     }
 }

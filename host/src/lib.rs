@@ -248,8 +248,10 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         audit_config.commit_days_ahead,
         std::time::Duration::from_secs(audit_config.commit_interval_seconds),
     );
-    let http = outbound::client().map_err(StartError::HttpClient)?;
-    let bank = payments::connector(&config.payments, &db, &http);
+    let http = outbound::client(!config.outbound.allow_private_addresses)
+        .map_err(StartError::HttpClient)?;
+    let bank_http = outbound::client(false).map_err(StartError::HttpClient)?;
+    let bank = payments::connector(&config.payments, &db, &bank_http);
     let vouchers = Arc::new(vouchers::Signer::new(
         &db.secret("vouchers")
             .await

@@ -10,6 +10,7 @@
 //! the call's total outbound wait, which extends the call's deadline (the runtime reads it
 //! through [`CallOutbound::waited`]) and never burns fuel.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -259,13 +260,109 @@ impl wit::Host for Metered<'_, CallOutbound> {
     }
 }
 
-/// The HTTP client every call shares (one connection pool): no redirects, TLS with the
-/// system's root certificates.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// An HTTP client that follows no redirects, with TLS from the system's root certificates.
+/// With `public_only`, host names reach public addresses only (see [`PublicAddresses`]) and
+/// requests go straight to them, not through a proxy from the environment (which would
+/// resolve the names instead): the client plugins' requests share. Without it, the client of
+/// the bank's own connectors, and of plugins where private addresses are allowed.
+pub fn client(public_only: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("lifecircle/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("lifecircle/", env!("CARGO_PKG_VERSION")));
+    if public_only {
+        builder
+            .no_proxy()
+            .dns_resolver(Arc::new(PublicAddresses))
+            .build()
+    } else {
+        builder.build()
+    }
+}
+
+/// Resolves host names to public addresses only.
+///
+/// An allow-list names hosts, and whoever runs a name's DNS decides where it leads: a partner
+/// could point an allowed name at the bank's own network (an internal console on 10.0.0.5,
+/// a cloud metadata service on 169.254.169.254, the host itself on 127.0.0.1). Addresses that
+/// are not public are dropped from every answer, and a name that resolves to nothing else is
+/// refused. A rule naming an IP address is the admin's explicit choice and is not resolved,
+/// so it reaches that address whatever it is (the development biller simulator on
+/// 127.0.0.1). `outbound.allow_private_addresses` turns the check off, for deployments whose
+/// partners' APIs sit on the bank's own network.
+struct PublicAddresses;
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|address| is_public(address.ip()))
+                .collect();
+            if public.is_empty()
+                && let Some(first) = found.first()
+            {
+                tracing::warn!(
+                    %host,
+                    addresses = ?found,
+                    "outbound request refused: the name resolves only to addresses that are not public"
+                );
+                return Err(format!(
+                    "{host} resolves to {} and no public address; only an allow-list rule \
+                     naming an IP address reaches a private one",
+                    first.ip()
+                )
+                .into());
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addresses)
+        })
+    }
+}
+
+/// Whether `ip` is a public (globally routable) address: not loopback, private, shared
+/// (carrier NAT), link-local, unique-local, multicast, documentation, benchmarking or reserved,
+/// and not one of those inside an IPv6 address (IPv4-mapped, NAT64, 6to4).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => is_public_v4(ip),
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            let embedded =
+                |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                is_public_v4(v4)
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                is_public_v4(embedded(s[6], s[7]))
+            } else if s[0] == 0x2002 {
+                is_public_v4(embedded(s[1], s[2]))
+            } else {
+                !(s[..6] == [0; 6] // ::, ::1 and the IPv4-compatible ::a.b.c.d
+                    || ip.is_multicast()
+                    || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                    || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                    || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+                    || (s[0], s[1]) == (0x2001, 0x0db8)) // documentation
+            }
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0 // "this network", 0.0.0.0 included
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a >= 240 // reserved, 255.255.255.255 included
+        || (a == 100 && (b & 0xc0) == 64) // shared address space 100.64.0.0/10
+        || (a, b, c) == (192, 0, 0) // IETF protocol assignments
+        || (a == 198 && (b & 0xfe) == 18)) // benchmarking 198.18.0.0/15
 }
 
 #[cfg(test)]
@@ -293,6 +390,65 @@ mod tests {
         assert!(allowed(&rules, &url("http://127.0.0.1:9999/")));
         assert!(!allowed(&rules, &url("http://127.0.0.2/")));
         assert!(!allowed(&rules, &url("http://[::1]/")));
+    }
+
+    #[test]
+    fn only_globally_routable_addresses_are_public() {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:93.184.216.34",
+            "64:ff9b::808:808",
+        ] {
+            assert!(is_public(public.parse().expect(public)), "{public}");
+        }
+        for private in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.0.5",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::ffff:10.0.0.5",
+            "64:ff9b::a00:5",
+            "2002:a00:5::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(private.parse().expect(private)), "{private}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_leads_only_to_private_addresses_is_refused() {
+        use reqwest::dns::Resolve;
+        let name = |host: &str| host.parse::<reqwest::dns::Name>().expect("a name");
+        let refused = PublicAddresses
+            .resolve(name("localhost"))
+            .await
+            .err()
+            .expect("localhost leads to the host itself");
+        assert!(
+            refused.to_string().contains("no public address"),
+            "{refused}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `outbound` end to end on each backend, with `hello`'s `fetch` against a real local HTTP
 //! server: allowed hosts answer, any other host is refused before a connection, a slow
 //! server hits the timeout, an oversized answer is refused, redirects are not followed, the
-//! wait extends the plugin's deadline, and the grant is per region.
+//! wait extends the plugin's deadline, the grant is per region, and an allowed name does not
+//! lead to a private address.
 
 use std::time::Duration;
 
@@ -155,6 +156,41 @@ on_each_backend! {
         let reply = host.call(&fujian, "hello", "fetch", url).await;
         assert_eq!(reply.status, 200, "{reply:?}");
         host.stop().await;
+    }
+
+    async fn a_name_leading_to_a_private_address_is_refused_unless_the_host_allows_it() {
+        let base = partner().await;
+        // hello asks for both `127.0.0.1` and `localhost`, and development grants both.
+        let by_name = base.replace("127.0.0.1", "localhost");
+        for allow_private_addresses in [false, true] {
+            let host = TestHost::start_with(&[HELLO], |config| {
+                config.outbound.allow_private_addresses = allow_private_addresses;
+            })
+            .await;
+            let token = host.token("alice", "cn");
+            let fetch = |url: String| {
+                let (host, token) = (&host, &token);
+                async move { host.call(token, "hello", "fetch", json!({"url": url})).await }
+            };
+            // A rule naming the address is the admin's explicit choice: reached either way.
+            let by_address = fetch(format!("{base}/bill")).await;
+            assert_eq!(by_address.status, 200, "{by_address:?}");
+            let reply = fetch(format!("{by_name}/bill")).await;
+            if allow_private_addresses {
+                assert_eq!(reply.status, 200, "{reply:?}");
+                assert_eq!(reply.body["body"], "{\"due\":4250}", "{reply:?}");
+            } else {
+                assert_eq!(reply.status, 422, "{reply:?}");
+                assert_eq!(reply.body["scenario_code"], "outbound_connection_failed", "{reply:?}");
+                assert!(
+                    reply.body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("localhost resolves to") && m.contains("no public address")),
+                    "{reply:?}"
+                );
+            }
+            host.stop().await;
+        }
     }
 
     async fn a_flood_of_requests_is_stopped_by_count_and_by_total_wait() {
