@@ -4,7 +4,10 @@
 //! (`[capabilities] outbound_hosts`) that the region's enablement row lists in its
 //! `outbound_hosts`. A rule is a host name (`api.water.example`), optionally with a port
 //! (`api.water.example:8443`), or `*.` and a domain for its subdomains. Redirects are not
-//! followed, so a response cannot lead the plugin elsewhere.
+//! followed, so a response cannot lead the plugin elsewhere; and a host name reaches public
+//! addresses only, so its DNS cannot either: whoever runs a partner's DNS could otherwise
+//! point an allowed name at the bank's own network. A rule naming an IP address is the
+//! admin's explicit choice and reaches that address, whatever it is.
 //!
 //! Every request is bounded: the timeout, request and response bytes, requests per call, and
 //! the call's total outbound wait, which extends the call's deadline (the runtime reads it
@@ -261,7 +264,7 @@ impl wit::Host for Metered<'_, CallOutbound> {
 }
 
 /// An HTTP client that follows no redirects, with TLS from the system's root certificates.
-/// With `public_only`, host names reach public addresses only (see [`PublicAddresses`]) and
+/// With `public_only`, host names reach public addresses only ([`is_public`]) and
 /// requests go straight to them, not through a proxy from the environment (which would
 /// resolve the names instead): the client plugins' requests share. Without it, the client of
 /// the bank's own connectors, and of plugins where private addresses are allowed.
