@@ -1305,39 +1305,67 @@ fn lot_from_row(
 /// batch's calls ran), and the earliest-expiring lots after it, as many as the points the
 /// batch may take from the customer (every lot holds at least one). Each part is an index
 /// range scan: a customer with years of daily awards costs a few rows, not thousands.
+///
+/// On PostgreSQL one statement joins each customer to its two ranges (`LATERAL`): the
+/// writer's connection plans every statement for its parameters, and planning the SQLite
+/// form, two subqueries per customer, cost more than running it.
 async fn spendable_lots(
     conn: &mut Conn<'_>,
     needs: &[(String, i64)],
     now_max: i64,
 ) -> Result<Vec<(String, Lot)>, sqlx::Error> {
-    const LOT: &str = "SELECT id, account_id, award_posting, amount, remaining, expires_at_ms FROM ledger_lots \
-         WHERE remaining > 0 AND account_id = ";
-    let mut rows: Vec<LotRow> = Vec::new();
-    // Two arms per customer, 64 customers a statement: SQLite allows 500 arms in one.
-    for chunk in db::lookup_chunks(needs, 64) {
-        let found: Vec<LotRow> = with_conn!(conn.reborrow(), c => {
-            let mut query = sqlx::QueryBuilder::new("");
-            for (arm, (account, need)) in chunk.iter().enumerate() {
-                if arm > 0 {
-                    query.push(" UNION ALL ");
+    const COLUMNS: &str = "id, account_id, award_posting, amount, remaining, expires_at_ms";
+    let rows: Vec<LotRow> = match conn {
+        Conn::Postgres(c) => {
+            let (accounts, counts): (Vec<&str>, Vec<i64>) = needs
+                .iter()
+                .map(|(account, need)| (account.as_str(), *need))
+                .unzip();
+            sqlx::query_as(&format!(
+                "SELECT l.* FROM unnest($1::text[], $2::bigint[]) AS n (account, need) \
+                 CROSS JOIN LATERAL (\
+                 SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 \
+                 AND account_id = n.account AND expires_at_ms <= $3 \
+                 UNION ALL (SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 \
+                 AND account_id = n.account AND expires_at_ms > $3 \
+                 ORDER BY expires_at_ms, id LIMIT n.need)) AS l"
+            ))
+            .bind(accounts)
+            .bind(counts)
+            .bind(now_max)
+            .fetch_all(&mut **c)
+            .await?
+        }
+        Conn::Sqlite(c) => {
+            let lot =
+                format!("SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 AND account_id = ");
+            let mut rows = Vec::new();
+            // Two arms per customer, 64 customers a statement: SQLite allows 500 arms in one.
+            for chunk in db::lookup_chunks(needs, 64) {
+                let mut query = sqlx::QueryBuilder::new("");
+                for (arm, (account, need)) in chunk.iter().enumerate() {
+                    if arm > 0 {
+                        query.push(" UNION ALL ");
+                    }
+                    query
+                        .push(format!("SELECT * FROM ({lot}"))
+                        .push_bind(account)
+                        .push(" AND expires_at_ms <= ")
+                        .push_bind(now_max)
+                        .push(format!(") AS due{arm} UNION ALL SELECT * FROM ({lot}"))
+                        .push_bind(account)
+                        .push(" AND expires_at_ms > ")
+                        .push_bind(now_max)
+                        .push(" ORDER BY expires_at_ms, id LIMIT ")
+                        .push_bind(*need)
+                        .push(format!(") AS next{arm}"));
                 }
-                query
-                    .push(format!("SELECT * FROM ({LOT}"))
-                    .push_bind(account)
-                    .push(" AND expires_at_ms <= ")
-                    .push_bind(now_max)
-                    .push(format!(") AS due{arm} UNION ALL SELECT * FROM ({LOT}"))
-                    .push_bind(account)
-                    .push(" AND expires_at_ms > ")
-                    .push_bind(now_max)
-                    .push(" ORDER BY expires_at_ms, id LIMIT ")
-                    .push_bind(*need)
-                    .push(format!(") AS next{arm}"));
+                let found: Vec<LotRow> = query.build_query_as().fetch_all(&mut **c).await?;
+                rows.extend(found);
             }
-            query.build_query_as().fetch_all(&mut *c).await?
-        });
-        rows.extend(found);
-    }
+            rows
+        }
+    };
     Ok(rows.into_iter().map(lot_from_row).collect())
 }
 
