@@ -282,16 +282,9 @@ pub fn client(public_only: bool) -> Result<reqwest::Client, reqwest::Error> {
     }
 }
 
-/// Resolves host names to public addresses only.
-///
-/// An allow-list names hosts, and whoever runs a name's DNS decides where it leads: a partner
-/// could point an allowed name at the bank's own network (an internal console on 10.0.0.5,
-/// a cloud metadata service on 169.254.169.254, the host itself on 127.0.0.1). Addresses that
-/// are not public are dropped from every answer, and a name that resolves to nothing else is
-/// refused. A rule naming an IP address is the admin's explicit choice and is not resolved,
-/// so it reaches that address whatever it is (the development biller simulator on
-/// 127.0.0.1). `outbound.allow_private_addresses` turns the check off, for deployments whose
-/// partners' APIs sit on the bank's own network.
+/// Resolves host names to public addresses only (why: see the module): addresses that are not
+/// public are dropped from every answer, and a name that resolves to nothing else is refused.
+/// IP addresses in URLs are not resolved, so a rule naming one reaches it.
 struct PublicAddresses;
 
 impl reqwest::dns::Resolve for PublicAddresses {

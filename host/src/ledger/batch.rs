@@ -1284,6 +1284,9 @@ async fn stored_keys(
 
 type LotRow = (String, String, String, i64, i64, i64);
 
+/// The columns of a [`LotRow`].
+const LOT_COLUMNS: &str = "id, account_id, award_posting, amount, remaining, expires_at_ms";
+
 fn lot_from_row(
     (id, account, award_posting, amount, remaining, expires_at_ms): LotRow,
 ) -> (String, Lot) {
@@ -1314,7 +1317,6 @@ async fn spendable_lots(
     needs: &[(String, i64)],
     now_max: i64,
 ) -> Result<Vec<(String, Lot)>, sqlx::Error> {
-    const COLUMNS: &str = "id, account_id, award_posting, amount, remaining, expires_at_ms";
     let rows: Vec<LotRow> = match conn {
         Conn::Postgres(c) => {
             let (accounts, counts): (Vec<&str>, Vec<i64>) = needs
@@ -1324,9 +1326,9 @@ async fn spendable_lots(
             sqlx::query_as(&format!(
                 "SELECT l.* FROM unnest($1::text[], $2::bigint[]) AS n (account, need) \
                  CROSS JOIN LATERAL (\
-                 SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 \
+                 SELECT {LOT_COLUMNS} FROM ledger_lots WHERE remaining > 0 \
                  AND account_id = n.account AND expires_at_ms <= $3 \
-                 UNION ALL (SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 \
+                 UNION ALL (SELECT {LOT_COLUMNS} FROM ledger_lots WHERE remaining > 0 \
                  AND account_id = n.account AND expires_at_ms > $3 \
                  ORDER BY expires_at_ms, id LIMIT n.need)) AS l"
             ))
@@ -1337,8 +1339,9 @@ async fn spendable_lots(
             .await?
         }
         Conn::Sqlite(c) => {
-            let lot =
-                format!("SELECT {COLUMNS} FROM ledger_lots WHERE remaining > 0 AND account_id = ");
+            let lot = format!(
+                "SELECT {LOT_COLUMNS} FROM ledger_lots WHERE remaining > 0 AND account_id = "
+            );
             let mut rows = Vec::new();
             // Two arms per customer, 64 customers a statement: SQLite allows 500 arms in one.
             for chunk in db::lookup_chunks(needs, 64) {
@@ -1375,12 +1378,12 @@ async fn named_lots(
     ids: &[String],
     awards: &[String],
 ) -> Result<Vec<(String, Lot)>, sqlx::Error> {
-    const COLUMNS: &str = "SELECT id, account_id, award_posting, amount, remaining, expires_at_ms FROM ledger_lots WHERE ";
-    let mut rows: Vec<LotRow> = select_in!(conn, LotRow, format!("{COLUMNS}id IN ("), ids);
+    let select = format!("SELECT {LOT_COLUMNS} FROM ledger_lots WHERE ");
+    let mut rows: Vec<LotRow> = select_in!(conn, LotRow, format!("{select}id IN ("), ids);
     rows.extend(select_in!(
         conn,
         LotRow,
-        format!("{COLUMNS}award_posting IN ("),
+        format!("{select}award_posting IN ("),
         awards
     ));
     Ok(rows.into_iter().map(lot_from_row).collect())
