@@ -34,15 +34,48 @@ use crate::{AppState, build, serve};
 /// The request body every case sends.
 const BODY: &str = r#"{"hello":"world","amount":42}"#;
 
-/// Runs every case for `duration` each and prints the tables. Uses a temporary data directory;
-/// the plugins come from `config.plugins_dir`, which must contain `hello`.
-pub async fn run(
-    mut config: Config,
-    duration: Duration,
-    connections: usize,
-    postgres: Option<String>,
-    import_lines: u64,
-) -> anyhow::Result<()> {
+/// One of the tables `lifecircle bench` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Table {
+    /// The engine path: fresh instance + `handle` + drop, 1 and 2 threads.
+    Engine,
+    /// `hello/echo` over HTTP beside a bare axum route.
+    Http,
+    /// Token verification and the customer import.
+    Identity,
+    /// `points-demo/churn` on SQLite (and PostgreSQL beside pgbench, given a URL).
+    Ledger,
+    /// The reference scenarios' hot actions.
+    Scenarios,
+}
+
+/// What `lifecircle bench` measures, and how.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long each case is measured.
+    pub duration: Duration,
+    /// Concurrent connections of the HTTP cases.
+    pub connections: usize,
+    /// A PostgreSQL server for the ledger case's PostgreSQL rows and pgbench.
+    pub postgres: Option<String>,
+    /// Lines of the generated customer file the import case imports.
+    pub import_lines: u64,
+    /// The tables to print; empty for all.
+    pub tables: Vec<Table>,
+}
+
+/// Runs every case of the chosen tables for `settings.duration` each and prints them. Uses
+/// a temporary data directory; the plugins come from `config.plugins_dir`, which must contain
+/// `hello`.
+pub async fn run(mut config: Config, settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        duration,
+        connections,
+        postgres,
+        import_lines,
+        tables,
+    } = settings;
+    let wants = |table: Table| tables.is_empty() || tables.contains(&table);
     let data = tempfile::tempdir()?;
     config.data_dir = data.path().to_owned();
     config.database_url = None;
@@ -55,6 +88,66 @@ pub async fn run(
         "the plugins directory has no `hello` bundle; build the plugins first (make plugins)"
     );
 
+    if wants(Table::Engine) {
+        engine_table(&state, duration);
+    }
+    if wants(Table::Http) {
+        http_table(&state, connections, duration).await?;
+    }
+    if wants(Table::Identity) {
+        identity_cases(duration, import_lines).await?;
+        println!();
+    }
+    if wants(Table::Ledger) {
+        println!(
+            "Ledger: POST /v1/scenarios/points-demo/churn (spend 1 + award 1 from one hot budget), {connections} connections, {} s per row",
+            duration.as_secs()
+        );
+        print_header("backend", "calls/s");
+        let sqlite = ledger_case(&state, connections, duration).await?;
+        sqlite.print("lifecircle on SQLite");
+    }
+    if wants(Table::Scenarios) {
+        scenario_cases(&state, connections, duration).await?;
+    }
+    if !wants(Table::Ledger) {
+        return Ok(());
+    }
+    let Some(url) = postgres else {
+        println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
+        return Ok(());
+    };
+    let schema = "lc_bench";
+    recreate_schema(&url, schema).await?;
+    let pg_data = tempfile::tempdir()?;
+    let mut pg_config = template;
+    pg_config.data_dir = pg_data.path().to_owned();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    pg_config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
+    let pg_state = build(pg_config).await?;
+    let on_postgres = ledger_case(&pg_state, connections, duration).await?;
+    on_postgres.print("lifecircle on PostgreSQL");
+    match pgbench(&url, connections, duration).await {
+        Ok((tps, latency_ms)) => {
+            println!(
+                "{:>34} {:>12.0} {:>10} {:>10}   (average latency {latency_ms:.1} ms)",
+                format!("pgbench tpcb-like, {connections} clients"),
+                tps,
+                "-",
+                "-"
+            );
+            println!(
+                "ratio lifecircle on PostgreSQL / pgbench: {:.2}",
+                on_postgres.rate / tps
+            );
+        }
+        Err(error) => println!("pgbench did not run: {error:#}"),
+    }
+    Ok(())
+}
+
+/// The engine table: `hello.echo` in a fresh instance per call on one and two threads.
+fn engine_table(state: &AppState, duration: Duration) {
     println!(
         "Engine: fresh instance of `hello` per call (instantiate + handle(echo) + drop), {} s per row",
         duration.as_secs()
@@ -63,19 +156,26 @@ pub async fn run(
         "{:>8} {:>12} {:>10} {:>10}",
         "threads", "calls/s", "p50 µs", "p99 µs"
     );
-    let one = engine_case(&state, 1, duration);
+    let one = engine_case(state, 1, duration);
     println!(
         "{:>8} {:>12.0} {:>10.1} {:>10.1}",
         1, one.rate, one.p50_us, one.p99_us
     );
-    let two = engine_case(&state, 2, duration);
+    let two = engine_case(state, 2, duration);
     println!(
         "{:>8} {:>12.0} {:>10.1} {:>10.1}",
         2, two.rate, two.p50_us, two.p99_us
     );
     println!("scaling 1 → 2 threads: {:.2}x", two.rate / one.rate);
     println!();
+}
 
+/// The HTTP table: `hello/echo` on the host beside a bare axum route returning the same JSON.
+async fn http_table(
+    state: &AppState,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let customer = Customer {
         id: "bench-customer".into(),
         region: "cn".into(),
@@ -84,7 +184,7 @@ pub async fn run(
         .identity
         .mint(&customer, Duration::from_secs(3600))
         .context(NO_SECRET)?;
-    let lifecircle = Served::start(&state).await?;
+    let lifecircle = Served::start(state).await?;
     let lifecircle_address = lifecircle.address;
     let (bare_address, stop_bare) = {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -133,48 +233,6 @@ pub async fn run(
     lifecircle.stop().await;
     let _ = stop_bare.send(());
     println!();
-
-    identity_cases(duration, import_lines).await?;
-    println!();
-
-    println!(
-        "Ledger: POST /v1/scenarios/points-demo/churn (spend 1 + award 1 from one hot budget), {connections} connections, {} s per row",
-        duration.as_secs()
-    );
-    print_header("backend", "calls/s");
-    let sqlite = ledger_case(&state, connections, duration).await?;
-    sqlite.print("lifecircle on SQLite");
-    scenario_cases(&state, connections, duration).await?;
-    let Some(url) = postgres else {
-        println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
-        return Ok(());
-    };
-    let schema = "lc_bench";
-    recreate_schema(&url, schema).await?;
-    let pg_data = tempfile::tempdir()?;
-    let mut pg_config = template;
-    pg_config.data_dir = pg_data.path().to_owned();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    pg_config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
-    let pg_state = build(pg_config).await?;
-    let on_postgres = ledger_case(&pg_state, connections, duration).await?;
-    on_postgres.print("lifecircle on PostgreSQL");
-    match pgbench(&url, connections, duration).await {
-        Ok((tps, latency_ms)) => {
-            println!(
-                "{:>34} {:>12.0} {:>10} {:>10}   (average latency {latency_ms:.1} ms)",
-                format!("pgbench tpcb-like, {connections} clients"),
-                tps,
-                "-",
-                "-"
-            );
-            println!(
-                "ratio lifecircle on PostgreSQL / pgbench: {:.2}",
-                on_postgres.rate / tps
-            );
-        }
-        Err(error) => println!("pgbench did not run: {error:#}"),
-    }
     Ok(())
 }
 

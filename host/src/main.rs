@@ -88,6 +88,10 @@ enum Command {
         /// Lines of the generated customer file the import case imports.
         #[arg(long, default_value_t = 1_000_000)]
         import_lines: u64,
+        /// Only these tables, comma separated: engine, http, identity, ledger, scenarios
+        /// (default: all).
+        #[arg(long, value_delimiter = ',', value_name = "TABLES")]
+        only: Vec<lifecircle::bench::Table>,
     },
 }
 
@@ -250,13 +254,17 @@ fn main() -> anyhow::Result<ExitCode> {
             connections,
             postgres,
             import_lines,
+            only,
             ..
         } => done(runtime.block_on(lifecircle::bench::run(
             config,
-            Duration::from_secs(seconds),
-            connections,
-            postgres,
-            import_lines,
+            lifecircle::bench::Settings {
+                duration: Duration::from_secs(seconds),
+                connections,
+                postgres,
+                import_lines,
+                tables: only,
+            },
         ))),
     }
 }
