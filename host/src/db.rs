@@ -473,12 +473,12 @@ impl Db {
 
     async fn open_postgres(url: &str) -> Result<Db, sqlx::Error> {
         // synchronous_commit stays on (the server default): a commit is on disk before it is
-        // acknowledged.
+        // acknowledged. Prepared statements keep the server's default plan caching: planning
+        // each execution for its parameters (`force_custom_plan`) was most of the server's
+        // work for the small reads calls make, and a cached plan is made again whenever
+        // (auto)analyze brings new statistics.
         let options = PgConnectOptions::from_str(url)?
-            .options([
-                ("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis())),
-                ("plan_cache_mode", "force_custom_plan".to_owned()),
-            ])
+            .options([("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis()))])
             .statement_cache_capacity(STATEMENT_CACHE);
         let write = PgPoolOptions::new()
             .max_connections(1)

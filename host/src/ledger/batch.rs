@@ -991,10 +991,85 @@ impl Batch {
 
     /// Writes what the applied writes did.
     pub async fn flush(self, conn: &mut Conn<'_>) -> Result<(), sqlx::Error> {
+        let changes = Changes::of(&self);
+        match conn {
+            Conn::Postgres(c) => changes.write_postgres(c).await,
+            Conn::Sqlite(_) => changes.write(conn).await,
+        }
+    }
+}
+
+/// The id, status and capture posting columns of holds.
+type HoldColumns<'h> = (Vec<&'h str>, Vec<&'h str>, Vec<Option<&'h str>>);
+
+/// What a batch changed, table by table, ready to be written.
+struct Changes<'a> {
+    postings: &'a [NewPosting],
+    /// (account, balance change).
+    deltas: Vec<(&'a String, i64)>,
+    new_lots: Vec<(&'a String, &'a Lot)>,
+    /// (lot, remaining now).
+    changed_lots: Vec<(&'a String, i64)>,
+    moves: &'a [(String, String, i64)],
+    new_holds: Vec<(&'a String, &'a Hold)>,
+    /// Stored holds that were resolved: they only ever change status (and gain a capture
+    /// posting).
+    resolved_holds: Vec<(&'a String, &'a Hold)>,
+    clawbacks: &'a [(String, String, i64, i64)],
+    new_keys: Vec<(&'a (String, String), &'a KeyRecord)>,
+}
+
+impl<'a> Changes<'a> {
+    fn of(batch: &'a Batch) -> Self {
+        Changes {
+            postings: &batch.new_postings,
+            deltas: batch
+                .accounts
+                .iter()
+                .filter(|(_, (now, stored))| now != stored)
+                .map(|(id, (now, stored))| (id, now - stored))
+                .collect(),
+            new_lots: batch
+                .lots
+                .iter()
+                .filter(|(_, lot)| lot.stored.is_none())
+                .collect(),
+            changed_lots: batch
+                .lots
+                .iter()
+                .filter(|(_, lot)| lot.stored.is_some_and(|stored| stored != lot.remaining))
+                .map(|(id, lot)| (id, lot.remaining))
+                .collect(),
+            moves: &batch.new_moves,
+            new_holds: batch
+                .holds
+                .iter()
+                .filter(|(_, hold)| hold.stored.is_none())
+                .collect(),
+            resolved_holds: batch
+                .holds
+                .iter()
+                .filter(|(_, hold)| {
+                    hold.stored
+                        .as_ref()
+                        .is_some_and(|stored| *stored != hold.status)
+                })
+                .collect(),
+            clawbacks: &batch.new_clawbacks,
+            new_keys: batch
+                .keys
+                .iter()
+                .filter(|(_, record)| !record.stored)
+                .collect(),
+        }
+    }
+
+    /// Writes the changes with a few multi-row statements per table (SQLite).
+    async fn write(self, conn: &mut Conn<'_>) -> Result<(), sqlx::Error> {
         // Postings first: lots, moves, holds and clawbacks refer to them.
         execute_rows!(
             conn,
-            &self.new_postings,
+            self.postings,
             "INSERT INTO ledger_postings (id, created_at_ms, kind, from_account, \
                      to_account, amount, plugin_id, region, memo, reverses) ",
             |row, p| row
@@ -1009,28 +1084,17 @@ impl Batch {
                 .push_bind(&p.memo)
                 .push_bind(&p.reverses),
         );
-        let deltas: Vec<(&String, i64)> = self
-            .accounts
-            .iter()
-            .filter(|(_, (now, stored))| now != stored)
-            .map(|(id, (now, stored))| (id, now - stored))
-            .collect();
         execute_rows!(
             conn,
-            &deltas,
+            &self.deltas,
             "WITH d (id, delta) AS (",
             |row, (id, delta)| row.push_bind(*id).push_bind(*delta),
             ") UPDATE ledger_accounts SET balance = ledger_accounts.balance + d.delta \
                      FROM d WHERE ledger_accounts.id = d.id",
         );
-        let new_lots: Vec<(&String, &Lot)> = self
-            .lots
-            .iter()
-            .filter(|(_, lot)| lot.stored.is_none())
-            .collect();
         execute_rows!(
             conn,
-            &new_lots,
+            &self.new_lots,
             "INSERT INTO ledger_lots (id, account_id, award_posting, amount, remaining, \
                      expires_at_ms) ",
             |row, (id, lot)| row
@@ -1041,15 +1105,9 @@ impl Batch {
                 .push_bind(lot.remaining)
                 .push_bind(lot.expires_at_ms),
         );
-        let changed_lots: Vec<(&String, i64)> = self
-            .lots
-            .iter()
-            .filter(|(_, lot)| lot.stored.is_some_and(|stored| stored != lot.remaining))
-            .map(|(id, lot)| (id, lot.remaining))
-            .collect();
         execute_rows!(
             conn,
-            &changed_lots,
+            &self.changed_lots,
             "WITH d (id, remaining) AS (",
             |row, (id, remaining)| row.push_bind(*id).push_bind(*remaining),
             ") UPDATE ledger_lots SET remaining = d.remaining FROM d \
@@ -1057,18 +1115,13 @@ impl Batch {
         );
         execute_rows!(
             conn,
-            &self.new_moves,
+            self.moves,
             "INSERT INTO ledger_lot_moves (posting_id, lot_id, amount) ",
             |row, (posting, lot, amount)| row.push_bind(posting).push_bind(lot).push_bind(*amount),
         );
-        let new_holds: Vec<(&String, &Hold)> = self
-            .holds
-            .iter()
-            .filter(|(_, hold)| hold.stored.is_none())
-            .collect();
         execute_rows!(
             conn,
-            &new_holds,
+            &self.new_holds,
             "INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, \
                      created_at_ms, expires_at_ms, status, capture_posting) ",
             |row, (id, hold)| row
@@ -1082,19 +1135,9 @@ impl Batch {
                 .push_bind(&hold.status)
                 .push_bind(&hold.capture_posting),
         );
-        // Stored holds only ever change status (and gain a capture posting).
-        let resolved: Vec<(&String, &Hold)> = self
-            .holds
-            .iter()
-            .filter(|(_, hold)| {
-                hold.stored
-                    .as_ref()
-                    .is_some_and(|stored| *stored != hold.status)
-            })
-            .collect();
         execute_rows!(
             conn,
-            &resolved,
+            &self.resolved_holds,
             "WITH d (id, status, capture_posting) AS (",
             |row, (id, hold)| row
                 .push_bind(*id)
@@ -1106,7 +1149,7 @@ impl Batch {
         );
         execute_rows!(
             conn,
-            &self.new_clawbacks,
+            self.clawbacks,
             "INSERT INTO ledger_clawbacks (reversal_posting, original_posting, clawed, owed) ",
             |row, (reversal, original, clawed, owed)| row
                 .push_bind(reversal)
@@ -1114,14 +1157,9 @@ impl Batch {
                 .push_bind(*clawed)
                 .push_bind(*owed),
         );
-        let new_keys: Vec<(&(String, String), &KeyRecord)> = self
-            .keys
-            .iter()
-            .filter(|(_, record)| !record.stored)
-            .collect();
         execute_rows!(
             conn,
-            &new_keys,
+            &self.new_keys,
             "INSERT INTO ledger_idempotency (scope, key, fingerprint, result) ",
             |row, ((scope, key), record)| row
                 .push_bind(scope)
@@ -1129,6 +1167,104 @@ impl Batch {
                 .push_bind(&record.fingerprint)
                 .push_bind(&record.result),
         );
+        Ok(())
+    }
+
+    /// Writes the changes in one statement (PostgreSQL): every table's rows arrive as arrays,
+    /// one per column, and each table is written by one part of the statement, so a batch of
+    /// any size is one round trip and one statement text, planned once. The parts run
+    /// together; the foreign keys between them are checked when the statement ends. Each
+    /// update also names its rows with `id = ANY(...)`, so it finds them through the primary
+    /// key whatever the planner's statistics say (joined to the arrays alone, a table whose
+    /// statistics lag behind its growth was planned as a full scan).
+    async fn write_postgres(self, c: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+        let p = self.postings;
+        fn hold<'h>(rows: &[(&'h String, &'h Hold)]) -> HoldColumns<'h> {
+            let ids = rows.iter().map(|(id, _)| id.as_str()).collect();
+            let statuses = rows.iter().map(|(_, h)| h.status.as_str()).collect();
+            let captures = rows
+                .iter()
+                .map(|(_, h)| h.capture_posting.as_deref())
+                .collect();
+            (ids, statuses, captures)
+        }
+        let (new_hold_ids, new_hold_statuses, new_hold_captures) = hold(&self.new_holds);
+        let (resolved_ids, resolved_statuses, resolved_captures) = hold(&self.resolved_holds);
+        sqlx::query(
+            "WITH postings AS (INSERT INTO ledger_postings (id, created_at_ms, kind, \
+             from_account, to_account, amount, plugin_id, region, memo, reverses) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], \
+             $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[])), \
+             balances AS (UPDATE ledger_accounts SET balance = ledger_accounts.balance + d.delta \
+             FROM unnest($11::text[], $12::bigint[]) AS d (id, delta) \
+             WHERE ledger_accounts.id = d.id AND ledger_accounts.id = ANY($11)), \
+             lots AS (INSERT INTO ledger_lots (id, account_id, award_posting, amount, \
+             remaining, expires_at_ms) SELECT * FROM unnest($13::text[], $14::text[], \
+             $15::text[], $16::bigint[], $17::bigint[], $18::bigint[])), \
+             remaining AS (UPDATE ledger_lots SET remaining = d.remaining \
+             FROM unnest($19::text[], $20::bigint[]) AS d (id, remaining) \
+             WHERE ledger_lots.id = d.id AND ledger_lots.id = ANY($19)), \
+             moves AS (INSERT INTO ledger_lot_moves (posting_id, lot_id, amount) \
+             SELECT * FROM unnest($21::text[], $22::text[], $23::bigint[])), \
+             holds AS (INSERT INTO ledger_holds (id, account_id, plugin_id, region, amount, \
+             created_at_ms, expires_at_ms, status, capture_posting) \
+             SELECT * FROM unnest($24::text[], $25::text[], $26::text[], $27::text[], \
+             $28::bigint[], $29::bigint[], $30::bigint[], $31::text[], $32::text[])), \
+             resolved AS (UPDATE ledger_holds SET status = d.status, \
+             capture_posting = d.capture_posting \
+             FROM unnest($33::text[], $34::text[], $35::text[]) AS d (id, status, capture_posting) \
+             WHERE ledger_holds.id = d.id AND ledger_holds.id = ANY($33) AND ledger_holds.status = 'open'), \
+             clawbacks AS (INSERT INTO ledger_clawbacks (reversal_posting, original_posting, \
+             clawed, owed) SELECT * FROM unnest($36::text[], $37::text[], $38::bigint[], \
+             $39::bigint[])) \
+             INSERT INTO ledger_idempotency (scope, key, fingerprint, result) \
+             SELECT * FROM unnest($40::text[], $41::text[], $42::text[], $43::text[])",
+        )
+        .bind(p.iter().map(|p| p.id.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.created_at_ms).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.kind).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.from.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.to.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.amount).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.plugin_id.as_deref()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.region.as_deref()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.memo.as_str()).collect::<Vec<_>>())
+        .bind(p.iter().map(|p| p.reverses.as_deref()).collect::<Vec<_>>())
+        .bind(self.deltas.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(self.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(_, l)| l.account.as_str()).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(_, l)| l.award_posting.as_str()).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(_, l)| l.amount).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(_, l)| l.remaining).collect::<Vec<_>>())
+        .bind(self.new_lots.iter().map(|(_, l)| l.expires_at_ms).collect::<Vec<_>>())
+        .bind(self.changed_lots.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+        .bind(self.changed_lots.iter().map(|(_, r)| *r).collect::<Vec<_>>())
+        .bind(self.moves.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>())
+        .bind(self.moves.iter().map(|(_, l, _)| l.as_str()).collect::<Vec<_>>())
+        .bind(self.moves.iter().map(|(_, _, a)| *a).collect::<Vec<_>>())
+        .bind(new_hold_ids)
+        .bind(self.new_holds.iter().map(|(_, h)| h.account.as_str()).collect::<Vec<_>>())
+        .bind(self.new_holds.iter().map(|(_, h)| h.plugin_id.as_str()).collect::<Vec<_>>())
+        .bind(self.new_holds.iter().map(|(_, h)| h.region.as_str()).collect::<Vec<_>>())
+        .bind(self.new_holds.iter().map(|(_, h)| h.amount).collect::<Vec<_>>())
+        .bind(self.new_holds.iter().map(|(_, h)| h.created_at_ms).collect::<Vec<_>>())
+        .bind(self.new_holds.iter().map(|(_, h)| h.expires_at_ms).collect::<Vec<_>>())
+        .bind(new_hold_statuses)
+        .bind(new_hold_captures)
+        .bind(resolved_ids)
+        .bind(resolved_statuses)
+        .bind(resolved_captures)
+        .bind(self.clawbacks.iter().map(|(r, _, _, _)| r.as_str()).collect::<Vec<_>>())
+        .bind(self.clawbacks.iter().map(|(_, o, _, _)| o.as_str()).collect::<Vec<_>>())
+        .bind(self.clawbacks.iter().map(|(_, _, c, _)| *c).collect::<Vec<_>>())
+        .bind(self.clawbacks.iter().map(|(_, _, _, o)| *o).collect::<Vec<_>>())
+        .bind(self.new_keys.iter().map(|((s, _), _)| s.as_str()).collect::<Vec<_>>())
+        .bind(self.new_keys.iter().map(|((_, k), _)| k.as_str()).collect::<Vec<_>>())
+        .bind(self.new_keys.iter().map(|(_, r)| r.fingerprint.as_str()).collect::<Vec<_>>())
+        .bind(self.new_keys.iter().map(|(_, r)| r.result.as_str()).collect::<Vec<_>>())
+        .execute(c)
+        .await?;
         Ok(())
     }
 }
@@ -1268,11 +1404,26 @@ async fn reversed(conn: &mut Conn<'_>, ids: &[String]) -> Result<HashSet<String>
 }
 
 /// The stored (key, fingerprint, result) of those of `keys` used in `scope`.
+///
+/// On PostgreSQL each key is looked up on its own (`LATERAL ... OFFSET 0` keeps the lookup
+/// from being planned as a join): `scope = ... AND key IN (...)` was planned, on statistics
+/// not yet gathered about a fast-growing table, as a scan of every key of the scope.
 async fn stored_keys(
     conn: &mut Conn<'_>,
     scope: &str,
     keys: &[String],
 ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    if let Conn::Postgres(c) = conn {
+        return sqlx::query_as(
+            "SELECT k.key, k.fingerprint, k.result FROM unnest($2::text[]) AS w (key) \
+             CROSS JOIN LATERAL (SELECT key, fingerprint, result FROM ledger_idempotency \
+             WHERE scope = $1 AND key = w.key OFFSET 0) AS k",
+        )
+        .bind(scope)
+        .bind(keys)
+        .fetch_all(&mut **c)
+        .await;
+    }
     Ok(select_in!(
         conn,
         (String, String, String),
@@ -1309,9 +1460,9 @@ fn lot_from_row(
 /// batch may take from the customer (every lot holds at least one). Each part is an index
 /// range scan: a customer with years of daily awards costs a few rows, not thousands.
 ///
-/// On PostgreSQL one statement joins each customer to its two ranges (`LATERAL`): the
-/// writer's connection plans every statement for its parameters, and planning the SQLite
-/// form, two subqueries per customer, cost more than running it.
+/// On PostgreSQL one statement joins each customer to its two ranges (`LATERAL`): its text is
+/// the same for any number of customers, so it is planned once, where the SQLite form, two
+/// subqueries per customer, is a new statement for each count.
 async fn spendable_lots(
     conn: &mut Conn<'_>,
     needs: &[(String, i64)],

@@ -142,7 +142,7 @@ impl CallLedger {
     /// What an earlier use of `key` gave, if this exact request was made before (in this call
     /// or committed); an error if the key was used for something else; `None` if new.
     async fn earlier_result(
-        &self,
+        &mut self,
         key: &str,
         operation: &Operation,
     ) -> Result<Option<String>, Refusal> {
@@ -154,15 +154,39 @@ impl CallLedger {
                 Err(Refusal::Rule(wit::LedgerError::ExistsWithDifferentAmount))
             };
         }
-        let mut connection = self.db()?.acquire().await.map_err(read_failure)?;
-        match super::lookup_key(&mut connection.conn(), &self.plugin_id, key)
-            .await
-            .map_err(read_failure)?
-        {
+        match self.stored_key(key).await? {
             None => Ok(None),
             Some((stored, result)) if stored == fingerprint => Ok(Some(result)),
             Some(_) => Err(Refusal::Rule(wit::LedgerError::ExistsWithDifferentAmount)),
         }
+    }
+
+    /// The committed (fingerprint, result) of `key`. The first time, the customer's balance
+    /// and the budget's are read with it, in one round trip, unless the call read them
+    /// already (a call reads each once, so what it sees does not shift under it).
+    async fn stored_key(&mut self, key: &str) -> Result<Option<(String, String)>, HostFailure> {
+        let mut connection = self.db()?.acquire().await.map_err(read_failure)?;
+        let customer_read = self.committed.is_some() || self.customer.is_none();
+        if customer_read && self.budget_committed.is_some() {
+            return super::lookup_key(&mut connection.conn(), &self.plugin_id, key)
+                .await
+                .map_err(read_failure);
+        }
+        let snapshot = super::call_snapshot(
+            &mut connection.conn(),
+            &self.plugin_id,
+            &self.region,
+            self.customer.as_deref(),
+            key,
+            self.settings().now_ms,
+        )
+        .await
+        .map_err(read_failure)?;
+        if !customer_read {
+            self.committed = Some(snapshot.customer);
+        }
+        self.budget_committed.get_or_insert(snapshot.budget);
+        Ok(snapshot.key)
     }
 
     /// Buffers `operation` under `key` with a new id, after the writes-per-call limit.

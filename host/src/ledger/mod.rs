@@ -596,26 +596,87 @@ pub async fn balance_summary(
     customer: &str,
     now_ms: i64,
 ) -> Result<Balance, sqlx::Error> {
-    // The balance is what the lots hold: less the expired lots not yet swept (few, and
-    // found through the index of lots with points left) it is what is unexpired.
-    let (total, expired, held): (i64, i64, i64) = with_conn!(conn.reborrow(), c => {
-        sqlx::query_as(
-            "SELECT COALESCE((SELECT balance FROM ledger_accounts WHERE id = $1), 0), \
-             CAST(COALESCE((SELECT SUM(remaining) FROM ledger_lots WHERE account_id = $1 \
-             AND remaining > 0 AND expires_at_ms <= $2), 0) AS BIGINT), \
-             CAST(COALESCE((SELECT SUM(amount) FROM ledger_holds WHERE account_id = $1 \
-             AND status = 'open' AND expires_at_ms > $2), 0) AS BIGINT)",
-        )
-        .bind(Account::Customer(customer.to_owned()).id())
+    let parts: (i64, i64, i64) = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(&format!("SELECT {BALANCE_PARTS}"))
+            .bind(Account::Customer(customer.to_owned()).id())
+            .bind(now_ms)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    Ok(Balance::from_parts(parts))
+}
+
+/// The balance, the points in expired lots not yet swept, and the open holds of the account
+/// `$1` at `$2`. The balance is what the lots hold: less the expired lots not yet swept (few,
+/// and found through the index of lots with points left) it is what is unexpired.
+const BALANCE_PARTS: &str = "COALESCE((SELECT balance FROM ledger_accounts WHERE id = $1), 0), \
+     CAST(COALESCE((SELECT SUM(remaining) FROM ledger_lots WHERE account_id = $1 \
+     AND remaining > 0 AND expires_at_ms <= $2), 0) AS BIGINT), \
+     CAST(COALESCE((SELECT SUM(amount) FROM ledger_holds WHERE account_id = $1 \
+     AND status = 'open' AND expires_at_ms > $2), 0) AS BIGINT)";
+
+impl Balance {
+    /// The balance from its [`BALANCE_PARTS`], without the lots.
+    fn from_parts((total, expired, held): (i64, i64, i64)) -> Balance {
+        Balance {
+            total,
+            available: (total - expired - held).max(0),
+            held,
+            expiring: Vec::new(),
+        }
+    }
+}
+
+/// What a call reads of the committed ledger before its first write, in one query: the
+/// stored use of the write's idempotency key, the customer's balance (when the call has a
+/// customer) and the balance of the plugin's budget in the region. A call's first write
+/// needs the key and usually one of the balances, and every read is a round trip to the
+/// database; asking for all three at once costs one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSnapshot {
+    /// The key's stored (fingerprint, result), if it was used.
+    pub key: Option<(String, String)>,
+    /// The customer's balance without the lots (zero for a call without a customer).
+    pub customer: Balance,
+    /// The budget's balance.
+    pub budget: i64,
+}
+
+/// The [`CallSnapshot`] of a write of `plugin_id` in `region` by `customer` with `key`, at
+/// `now_ms`.
+pub async fn call_snapshot(
+    conn: &mut Conn<'_>,
+    plugin_id: &str,
+    region: &str,
+    customer: Option<&str>,
+    key: &str,
+    now_ms: i64,
+) -> Result<CallSnapshot, sqlx::Error> {
+    type Row = (Option<String>, Option<String>, i64, i64, i64, i64);
+    let customer = customer.map(|c| Account::Customer(c.to_owned()).id());
+    let budget = Account::Budget {
+        plugin_id: plugin_id.to_owned(),
+        region: region.to_owned(),
+    };
+    let (fingerprint, result, total, expired, held, budget): Row = with_conn!(conn.reborrow(), c => {
+        sqlx::query_as(&format!(
+            "SELECT k.fingerprint, k.result, {BALANCE_PARTS}, \
+             COALESCE((SELECT balance FROM ledger_accounts WHERE id = $3), 0) \
+             FROM (SELECT 1 AS one) AS one \
+             LEFT JOIN ledger_idempotency k ON k.scope = $4 AND k.key = $5"
+        ))
+        .bind(customer.as_deref().unwrap_or(""))
         .bind(now_ms)
+        .bind(budget.id())
+        .bind(plugin_id)
+        .bind(key)
         .fetch_one(&mut *c)
         .await?
     });
-    Ok(Balance {
-        total,
-        available: (total - expired - held).max(0),
-        held,
-        expiring: Vec::new(),
+    Ok(CallSnapshot {
+        key: fingerprint.zip(result),
+        customer: Balance::from_parts((total, expired, held)),
+        budget,
     })
 }
 
