@@ -93,6 +93,33 @@ pub struct Config {
     /// Vouchers plugins issue for other plugins to honour.
     #[serde(default)]
     pub vouchers: VouchersConfig,
+    /// The embedded SQLite database.
+    #[serde(default)]
+    pub sqlite: SqliteConfig,
+}
+
+/// The embedded SQLite database (`sqlite`); ignored on PostgreSQL.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Bytes the write-ahead log may grow to before the commit writer restarts it from its
+    /// start, and the size its file is cut back to then. Bounds the disk the log takes under
+    /// sustained writes, which would otherwise grow it without end (at the benchmarks' rates,
+    /// tens of megabytes a second). At least 1 MiB.
+    #[serde(default = "default_sqlite_wal_bytes_max")]
+    pub wal_bytes_max: u64,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            wal_bytes_max: default_sqlite_wal_bytes_max(),
+        }
+    }
+}
+
+fn default_sqlite_wal_bytes_max() -> u64 {
+    64 << 20
 }
 
 /// Vouchers plugins issue for other plugins to honour (`vouchers`).
@@ -1115,6 +1142,11 @@ impl Config {
                 "events.per_call_max, events.properties_bytes_max and reports.days_max must be \
                  at least 1, reports.point_value_minor not negative"
                     .into(),
+            ));
+        }
+        if self.sqlite.wal_bytes_max < 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "sqlite.wal_bytes_max must be at least 1048576 (1 MiB)".into(),
             ));
         }
         if self.vouchers.validity_days_max == 0 {

@@ -15,6 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::config::SqliteConfig;
+
 /// A pool of connections to one backend.
 #[derive(Clone, Debug)]
 pub enum Pool {
@@ -160,7 +162,7 @@ macro_rules! with_conn {
     };
 }
 
-/// Runs a multi-row statement over `rows`, one statement per [`statement_chunks`] chunk: `head`,
+/// Runs a multi-row statement over `rows`, one statement per [`Conn::statement_chunks`] chunk: `head`,
 /// then `VALUES (...), (...)` with each row's placeholders bound by the closure, then the
 /// optional `tail`. `head` may open a `WITH d (...) AS (` whose `VALUES` the `tail` closes
 /// and uses, as in an `UPDATE ... FROM d`. Expands to code for both backends, like
@@ -168,7 +170,7 @@ macro_rules! with_conn {
 #[macro_export]
 macro_rules! execute_rows {
     ($conn:expr, $rows:expr, $head:expr, |$row:ident, $item:pat_param| $bind:expr $(, $tail:expr)? $(,)?) => {
-        for chunk in $crate::db::statement_chunks($rows) {
+        for chunk in $conn.statement_chunks($rows) {
             $crate::with_conn!($conn.reborrow(), c => {
                 let mut query = sqlx::QueryBuilder::new($head);
                 query.push_values(chunk, |mut $row, $item| {
@@ -275,6 +277,18 @@ impl Transaction {
 }
 
 impl Conn<'_> {
+    /// The chunks a multi-row statement over `rows` is run in, one statement each. On SQLite
+    /// they are [`statement_chunks`]: a few statement texts per table, each prepared once. On
+    /// PostgreSQL every statement is a round trip to the server and a share of its work, and
+    /// the server keeps a plan for each text, so all rows go in one statement (up to
+    /// [`POSTGRES_STATEMENT_ROWS`]).
+    pub fn statement_chunks<'r, T>(&self, rows: &'r [T]) -> Vec<&'r [T]> {
+        match self {
+            Conn::Sqlite(_) => statement_chunks(rows).collect(),
+            Conn::Postgres(_) => rows.chunks(POSTGRES_STATEMENT_ROWS).collect(),
+        }
+    }
+
     /// The same connection, borrowed again for a shorter time.
     pub fn reborrow(&mut self) -> Conn<'_> {
         match self {
@@ -302,6 +316,10 @@ pub const STATEMENT_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 
 /// Prepared statements each connection keeps: every size of every multi-row statement fits.
 const STATEMENT_CACHE: usize = 1024;
+
+/// Rows per multi-row statement on PostgreSQL at most: every table's columns (at most 60)
+/// times this stay under its limit of 65,535 bound values.
+const POSTGRES_STATEMENT_ROWS: usize = 1024;
 
 /// Splits `rows` into chunks of the [`STATEMENT_ROWS`] sizes, largest first: one multi-row
 /// statement each.
@@ -345,6 +363,8 @@ pub struct Db {
     pub write: Pool,
     /// SQLite only: the task that checkpoints the WAL off the commit path.
     checkpointer: Option<Arc<Checkpointer>>,
+    /// SQLite only: the bound on the WAL file.
+    wal: Option<Arc<WalBound>>,
 }
 
 /// How often the checkpointer copies committed pages from SQLite's WAL into the database file.
@@ -406,6 +426,30 @@ impl Checkpointer {
     }
 }
 
+/// How long the commit writer waits for readers to leave the WAL when it restarts it.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
+/// How long the commit writer leaves the WAL alone after readers kept it from restarting
+/// it (a long read, such as a large report), so batches do not each wait for them.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The bound on an SQLite database's WAL file (`sqlite.wal_bytes_max`).
+///
+/// Passive checkpoints never let the log start over: SQLite restarts it only when a write
+/// begins after every frame was copied and while no reader is reading from it, and under
+/// sustained writes and reads that moment does not come, so the file grew without end (tens
+/// of megabytes a second under the benchmarks' load). Once the file is past the bound, the
+/// commit writer, between two batches, checkpoints what the checkpointer has not copied yet
+/// and makes the next write start the log over (`wal_checkpoint(RESTART)`); the file is then
+/// cut back to the bound (`journal_size_limit`). The file can pass the bound by one batch.
+#[derive(Debug)]
+struct WalBound {
+    path: std::path::PathBuf,
+    bytes_max: u64,
+    /// No restart before this, after readers kept one from happening.
+    not_before: Mutex<Option<std::time::Instant>>,
+}
+
 /// Connections kept for reads.
 const READERS: u32 = 8;
 
@@ -433,16 +477,22 @@ pub fn redacted(url: &str) -> String {
 
 impl Db {
     /// Opens (creating an SQLite file if needed) the database at `url` and runs the
-    /// migrations.
+    /// migrations, with the default SQLite settings.
     pub async fn open(url: &str) -> Result<Db, sqlx::Error> {
+        Self::open_with(url, &SqliteConfig::default()).await
+    }
+
+    /// Opens the database at `url` as [`Db::open`] does; an SQLite database with `sqlite`'s
+    /// settings.
+    pub async fn open_with(url: &str, sqlite: &SqliteConfig) -> Result<Db, sqlx::Error> {
         if url.starts_with("sqlite:") {
-            Self::open_sqlite(url).await
+            Self::open_sqlite(url, sqlite).await
         } else {
             Self::open_postgres(url).await
         }
     }
 
-    async fn open_sqlite(url: &str) -> Result<Db, sqlx::Error> {
+    async fn open_sqlite(url: &str, sqlite: &SqliteConfig) -> Result<Db, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -455,7 +505,9 @@ impl Db {
             // transaction) stay in memory instead of spilling to temporary files.
             .pragma("temp_store", "memory")
             // The checkpointer does it (see [`Checkpointer`]).
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A restarted log's file is cut back to this size.
+            .pragma("journal_size_limit", sqlite.wal_bytes_max.to_string());
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -463,11 +515,18 @@ impl Db {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let checkpointer = Checkpointer::start(&options).await?;
+        let mut wal_path = options.get_filename().as_os_str().to_owned();
+        wal_path.push("-wal");
         let readers = Readers::open(&options.read_only(true), READERS).await?;
         Ok(Db {
             read: Pool::SqliteReaders(Arc::new(readers)),
             write: Pool::Sqlite(write),
             checkpointer: Some(Arc::new(checkpointer)),
+            wal: Some(Arc::new(WalBound {
+                path: wal_path.into(),
+                bytes_max: sqlite.wal_bytes_max,
+                not_before: Mutex::new(None),
+            })),
         })
     }
 
@@ -494,6 +553,7 @@ impl Db {
             read: Pool::Postgres(read),
             write: Pool::Postgres(write),
             checkpointer: None,
+            wal: None,
         })
     }
 
@@ -517,6 +577,65 @@ impl Db {
                 .fetch_one(&mut *c)
                 .await
         })
+    }
+
+    /// On SQLite, when the WAL file has grown past `sqlite.wal_bytes_max`: copies what is left
+    /// of it into the database file and makes the next write start the log over (see
+    /// [`WalBound`]). The commit writer calls it between batches, when nothing else writes.
+    /// Waits at most [`RESTART_WAIT`] for readers to leave the log; if they have not, tries
+    /// again after [`RESTART_BACKOFF`].
+    pub async fn restart_wal_if_due(&self) {
+        let Some(wal) = &self.wal else { return };
+        let size = std::fs::metadata(&wal.path).map_or(0, |m| m.len());
+        let started = std::time::Instant::now();
+        let not_before = |at: Option<std::time::Instant>| {
+            *wal.not_before
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+        };
+        let due = wal
+            .not_before
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|at| started >= at);
+        if size <= wal.bytes_max || !due {
+            return;
+        }
+        let restarted = async {
+            let mut connection = self.write.acquire().await?;
+            let mut conn = connection.conn();
+            let Conn::Sqlite(c) = &mut conn else {
+                return Ok(false);
+            };
+            let wait = format!("PRAGMA busy_timeout = {}", RESTART_WAIT.as_millis());
+            sqlx::query(&wait).execute(&mut **c).await?;
+            // (busy, frames in the log, frames copied)
+            let checkpoint: Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&mut **c)
+                    .await;
+            let normal = format!("PRAGMA busy_timeout = {}", LOCK_TIMEOUT.as_millis());
+            sqlx::query(&normal).execute(&mut **c).await?;
+            Ok::<_, sqlx::Error>(checkpoint?.0 == 0)
+        }
+        .await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match restarted {
+            Ok(true) => {
+                not_before(None);
+                tracing::debug!(bytes = size, elapsed_us, "WAL checkpointed and restarted");
+            }
+            // Busy at once: the checkpointer was copying; the next batch tries again.
+            Ok(false) if started.elapsed() < RESTART_WAIT / 2 => {}
+            Ok(false) => {
+                not_before(Some(started + RESTART_BACKOFF));
+                tracing::debug!(bytes = size, "readers kept the WAL from restarting");
+            }
+            Err(error) => {
+                not_before(Some(started + RESTART_BACKOFF));
+                tracing::warn!(%error, "WAL restart failed; retrying later");
+            }
+        }
     }
 
     /// Closes every connection.

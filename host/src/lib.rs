@@ -139,7 +139,9 @@ pub async fn open_identity(
         url: db::redacted(&url),
         source,
     };
-    let db = db::Db::open(&url).await.map_err(database_error)?;
+    let db = db::Db::open_with(&url, &config.sqlite)
+        .await
+        .map_err(database_error)?;
     let auth = &config.auth;
     let mut keys = Vec::new();
     for key in &auth.token_keys {

@@ -1288,7 +1288,7 @@ async fn lock(
     accounts: &[String],
 ) -> Result<HashMap<String, (i64, i64)>, sqlx::Error> {
     let mut balances = HashMap::with_capacity(accounts.len());
-    for chunk in db::statement_chunks(accounts) {
+    for chunk in conn.statement_chunks(accounts) {
         let rows: Vec<(String, i64)> = with_conn!(conn.reborrow(), c => {
             let mut query = sqlx::QueryBuilder::new("INSERT INTO ledger_accounts (id, kind) ");
             query.push_values(chunk, |mut row, id| {
