@@ -81,29 +81,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer on `db`. It stops when every handle is dropped.
-    ///
-    /// On SQLite it runs on a thread of its own. A batch is a dozen round trips to the
-    /// connection's thread; on the shared runtime each one waited behind the calls being
-    /// served, so under load a batch took milliseconds of waiting for a fraction of a
-    /// millisecond of work, and every writing call waited with it. (A PostgreSQL connection's
-    /// socket belongs to the runtime that opened it, so there the writer stays on it.)
+    /// Starts the writer on `db`, on [`crate::db::writer_runtime`]. It stops when every handle
+    /// is dropped.
     pub fn start(db: Db) -> Committer {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
-        if !matches!(db.write, crate::db::Pool::Sqlite(_)) {
-            tokio::spawn(run(db, receiver));
-            return Committer { sender };
-        }
-        std::thread::Builder::new()
-            .name("lifecircle-commit".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the commit writer's runtime starts");
-                runtime.block_on(run(db, receiver));
-            })
-            .expect("the commit writer's thread starts");
+        crate::db::writer_runtime().spawn(run(db, receiver));
         Committer { sender }
     }
 

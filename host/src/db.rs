@@ -281,7 +281,7 @@ impl Conn<'_> {
     /// they are [`statement_chunks`]: a few statement texts per table, each prepared once. On
     /// PostgreSQL every statement is a round trip to the server and a share of its work, and
     /// the server keeps a plan for each text, so all rows go in one statement (up to
-    /// [`POSTGRES_STATEMENT_ROWS`]).
+    /// 1,024 rows, so every table stays under its limit of bound values).
     pub fn statement_chunks<'r, T>(&self, rows: &'r [T]) -> Vec<&'r [T]> {
         match self {
             Conn::Sqlite(_) => statement_chunks(rows).collect(),
@@ -350,6 +350,36 @@ pub fn lookup_chunks<T: Clone>(values: &[T], max: usize) -> impl Iterator<Item =
             padded.resize(size, last.clone());
         }
         padded
+    })
+}
+
+/// The runtime the commit writer runs on, and on PostgreSQL the write connection: one thread
+/// of its own for the process.
+///
+/// A batch is a dozen round trips to the database (to SQLite's connection thread, or to the
+/// PostgreSQL server). On the shared runtime the writer's wake-up after each one waited behind
+/// the calls being served, and so did the socket's readiness (a busy runtime looks at its
+/// sockets between batches of tasks): under load a batch took milliseconds of waiting for a
+/// fraction of a millisecond of work, and every writing call waited with it. On a thread of
+/// its own the writer runs as soon as an answer is there. A socket is watched by the runtime
+/// that opened it, so PostgreSQL's write pool is opened here too; the runtime lives as long as
+/// the process, so the pool outlives any runtime that uses it.
+pub fn writer_runtime() -> &'static tokio::runtime::Handle {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("lifecircle-writer".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("the writer's runtime starts");
+                let _ = sender.send(runtime.handle().clone());
+                runtime.block_on(std::future::pending::<()>());
+            })
+            .expect("the writer's thread starts");
+        receiver.recv().expect("the writer's runtime starts")
     })
 }
 
@@ -511,6 +541,8 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A connection in this process does not go stale: no ping before each batch.
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
@@ -539,11 +571,18 @@ impl Db {
         let options = PgConnectOptions::from_str(url)?
             .options([("lock_timeout", format!("{}ms", LOCK_TIMEOUT.as_millis()))])
             .statement_cache_capacity(STATEMENT_CACHE);
-        let write = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
-            .await?;
+        // The write connection's socket belongs to the runtime that opens it: the writer's.
+        let write_options = options.clone();
+        let write = writer_runtime()
+            .spawn(async move {
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .connect_with(write_options)
+                    .await
+            })
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)??;
         sqlx::migrate!("./migrations/postgres").run(&write).await?;
         let read = PgPoolOptions::new()
             .max_connections(READERS)
@@ -580,10 +619,9 @@ impl Db {
     }
 
     /// On SQLite, when the WAL file has grown past `sqlite.wal_bytes_max`: copies what is left
-    /// of it into the database file and makes the next write start the log over (see
-    /// [`WalBound`]). The commit writer calls it between batches, when nothing else writes.
-    /// Waits at most [`RESTART_WAIT`] for readers to leave the log; if they have not, tries
-    /// again after [`RESTART_BACKOFF`].
+    /// of it into the database file and makes the next write start the log over. The commit
+    /// writer calls it between batches, when nothing else writes. Waits at most 100 ms for
+    /// readers to leave the log; if they have not, tries again a second later.
     pub async fn restart_wal_if_due(&self) {
         let Some(wal) = &self.wal else { return };
         let size = std::fs::metadata(&wal.path).map_or(0, |m| m.len());
