@@ -214,6 +214,8 @@ on_each_backend! {
             .await
             .expect("audit");
         assert!(broken.is_empty(), "ledger invariants broken: {broken:?}");
+        drop(connection);
+        host.stop().await;
     }
 
     async fn a_voucher_is_honoured_once_and_prizes_never_pass_the_stock() {
@@ -284,6 +286,7 @@ on_each_backend! {
         let campaigns = host.call(&token, "merchant-coupons", "campaigns", json!(null)).await;
         assert_eq!(campaigns.body["campaigns"][0]["prizes_left"], 0, "{campaigns:?}");
         assert_eq!(campaigns.body["campaigns"][0]["left"], 0, "{campaigns:?}");
+        host.stop().await;
     }
 
     async fn vouchers_cannot_be_forged_stolen_or_stretched() {
@@ -370,5 +373,6 @@ on_each_backend! {
         let expired = claim(&host, &fresh, &late, "c-4").await;
         assert_eq!(expired.status, 422, "{expired:?}");
         assert_eq!(expired.body["scenario_code"], "voucher_expired", "{expired:?}");
+        host.stop().await;
     }
 }

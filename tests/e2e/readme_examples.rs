@@ -265,5 +265,6 @@ on_each_backend! {
                 }
             }
         }
+        host.stop().await;
     }
 }
