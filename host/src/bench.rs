@@ -106,28 +106,35 @@ pub async fn run(mut config: Config, settings: Settings) -> anyhow::Result<()> {
         print_header("backend", "calls/s");
         let sqlite = ledger_case(&state, connections, duration).await?;
         sqlite.print("lifecircle on SQLite");
+        match &postgres {
+            Some(url) => postgres_rows(url, template, connections, duration).await?,
+            None => println!("(pass --postgres URL for the PostgreSQL rows and pgbench)"),
+        }
     }
     if wants(Table::Scenarios) {
         scenario_cases(&state, connections, duration).await?;
     }
-    if !wants(Table::Ledger) {
-        return Ok(());
-    }
-    let Some(url) = postgres else {
-        println!("(pass --postgres URL for the PostgreSQL rows and pgbench)");
-        return Ok(());
-    };
+    Ok(())
+}
+
+/// The ledger table's PostgreSQL rows: the ledger case on a fresh schema of the server at
+/// `url`, then pgbench on the same server, and their ratio.
+async fn postgres_rows(
+    url: &str,
+    mut config: Config,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
     let schema = "lc_bench";
-    recreate_schema(&url, schema).await?;
-    let pg_data = tempfile::tempdir()?;
-    let mut pg_config = template;
-    pg_config.data_dir = pg_data.path().to_owned();
+    recreate_schema(url, schema).await?;
+    let data = tempfile::tempdir()?;
+    config.data_dir = data.path().to_owned();
     let separator = if url.contains('?') { '&' } else { '?' };
-    pg_config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
-    let pg_state = build(pg_config).await?;
-    let on_postgres = ledger_case(&pg_state, connections, duration).await?;
+    config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
+    let state = build(config).await?;
+    let on_postgres = ledger_case(&state, connections, duration).await?;
     on_postgres.print("lifecircle on PostgreSQL");
-    match pgbench(&url, connections, duration).await {
+    match pgbench(url, connections, duration).await {
         Ok((tps, latency_ms)) => {
             println!(
                 "{:>34} {:>12.0} {:>10} {:>10}   (average latency {latency_ms:.1} ms)",
