@@ -144,6 +144,7 @@ pub fn prepare(
             value_bytes_max: limits.store_value_bytes_max,
             keys_max: limits.store_keys_max,
             list_keys_max: limits.store_list_keys_max,
+            read_bytes_max: limits.memory_bytes_max,
         },
     );
     let (caller_kind, caller_name) = match &call.caller {

@@ -98,6 +98,26 @@ pub fn get(key: &str) -> Option<Vec<u8>> {
     raw::get(key)
 }
 
+/// Returns the values stored under `keys`, in the same order (`None`: absent), as many
+/// [`get`]s would, but with one read of the database for all of them. Use it for the keys of
+/// a [`page`], or for every key a call knows up front it will read; later reads of these keys
+/// in the same call cost nothing.
+///
+/// Each key counts as one host call against the call's limit, and values adding up to more
+/// than the call's memory limit stop the call.
+///
+/// ```no_run
+/// use lifecircle_sdk::store;
+///
+/// let values = store::get_many(&["visits", "last-visit"]);
+/// let (visits, last_visit) = (&values[0], &values[1]);
+/// # let _ = (visits, last_visit);
+/// ```
+pub fn get_many<K: AsRef<str>>(keys: &[K]) -> Vec<Option<Vec<u8>>> {
+    let keys: Vec<String> = keys.iter().map(|key| key.as_ref().to_owned()).collect();
+    raw::get_many(&keys)
+}
+
 /// Stores `value` under `key`, replacing what was there.
 ///
 /// ```no_run
@@ -248,6 +268,32 @@ pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) 
 /// ```
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, ScenarioError> {
     get(key).map(|bytes| parse_stored(key, &bytes)).transpose()
+}
+
+/// Returns the values under `keys` parsed from JSON, in the same order (`None`: absent), with
+/// one read for all of them as [`get_many`]. A value that is not JSON for `T` is reported as
+/// [`get_json`] reports it.
+///
+/// ```no_run
+/// use lifecircle_sdk::store;
+///
+/// let (keys, next) = store::page("orders/c-7f3a/", None, 20);
+/// let orders: Vec<serde_json::Value> =
+///     store::get_json_many(&keys)?.into_iter().flatten().collect();
+/// # let _ = (orders, next);
+/// # Ok::<(), lifecircle_sdk::ScenarioError>(())
+/// ```
+pub fn get_json_many<T: DeserializeOwned, K: AsRef<str>>(
+    keys: &[K],
+) -> Result<Vec<Option<T>>, ScenarioError> {
+    keys.iter()
+        .zip(get_many(keys))
+        .map(|(key, value)| {
+            value
+                .map(|bytes| parse_stored(key.as_ref(), &bytes))
+                .transpose()
+        })
+        .collect()
 }
 
 /// Stores `value` as JSON under `key`, replacing what was there.

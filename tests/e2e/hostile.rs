@@ -51,7 +51,7 @@ fn tight_limits(config: &mut Config) {
 }
 
 /// (plugin, action, body, status, code)
-const CASES: [(&str, &str, &str, u16, &str); 20] = [
+const CASES: [(&str, &str, &str, u16, &str); 22] = [
     ("hostile-loop", "spin", "null", 504, "plugin_fuel_exhausted"),
     (
         "hostile-loop-unfueled",
@@ -129,6 +129,20 @@ const CASES: [(&str, &str, &str, u16, &str); 20] = [
         "plugin_store_key_too_large",
     ),
     ("hostile-store", "big-value", r#"{"bytes": 100}"#, 200, ""),
+    (
+        "hostile-store",
+        "many-gets",
+        r#"{"keys": 2000}"#,
+        502,
+        "plugin_host_call_limit",
+    ),
+    (
+        "hostile-store",
+        "big-read",
+        r#"{"bytes": 65536, "copies": 600}"#,
+        507,
+        "plugin_memory_limit",
+    ),
     ("hostile-jobs", "flood", "null", 507, "plugin_job_limit"),
     (
         "hostile-jobs",

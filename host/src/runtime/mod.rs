@@ -303,7 +303,13 @@ impl<'a, T> Metered<'a, T> {
     /// Counts one host call, stopping the plugin past its limit, and gives the interface's
     /// state.
     pub fn charge(&mut self) -> Result<&mut T, LimitExceeded> {
-        self.budget.used += 1;
+        self.charge_for(1)
+    }
+
+    /// Counts `calls` host calls at once (a call that does the work of that many, such as
+    /// `store.get-many`), stopping the plugin past its limit, and gives the interface's state.
+    pub fn charge_for(&mut self, calls: u64) -> Result<&mut T, LimitExceeded> {
+        self.budget.used = self.budget.used.saturating_add(calls);
         if self.budget.used > self.budget.max {
             return Err(LimitExceeded::HostCalls(self.budget.max));
         }

@@ -3,14 +3,31 @@
 use std::ops::Bound;
 
 use super::{CallStore, Op, db, parse_counter, read_failure};
-use crate::runtime::Metered;
 use crate::runtime::interfaces::store::{Bounds, Host, IncrementError};
+use crate::runtime::{LimitExceeded, Metered};
 
 impl Host for Metered<'_, CallStore> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let this = self.charge()?;
         this.check_key(&key)?;
         Ok(this.current(key.as_bytes()).await?)
+    }
+
+    async fn get_many(&mut self, keys: Vec<String>) -> wasmtime::Result<Vec<Option<Vec<u8>>>> {
+        let this = self.charge_for(keys.len() as u64)?;
+        for key in &keys {
+            this.check_key(key)?;
+        }
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(String::into_bytes).collect();
+        this.load(&keys).await?;
+        let seen = |key: &Vec<u8>| this.view.get(key).and_then(Option::as_ref);
+        // Checked before copying: the answer must fit in the call's memory.
+        let max = this.limits().read_bytes_max;
+        let bytes: u64 = keys.iter().filter_map(seen).map(|v| v.len() as u64).sum();
+        if bytes > max {
+            return Err(LimitExceeded::Memory(max).into());
+        }
+        Ok(keys.iter().map(|key| seen(key).cloned()).collect())
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {

@@ -36,6 +36,9 @@ pub struct StoreLimits {
     pub keys_max: u64,
     /// Keys one `list-keys` call returns.
     pub list_keys_max: u64,
+    /// Bytes of values one `get-many` call returns (the call's memory limit: more could not
+    /// fit in its memory).
+    pub read_bytes_max: u64,
 }
 
 /// One buffered write, replayed in order at commit.
@@ -218,6 +221,42 @@ impl CallStore {
         Ok(value)
     }
 
+    /// Reads into the view those of `keys` it does not hold yet, with one query per
+    /// [`READ_CHUNK`] keys. Stops with the memory limit once the values read pass
+    /// `read_bytes_max`, so a plugin cannot make the host hold more than that.
+    async fn load(&mut self, keys: &[Vec<u8>]) -> Result<(), wasmtime::Error> {
+        let mut missing: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|key| !self.view.contains_key(*key))
+            .cloned()
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let max = self.limits().read_bytes_max;
+        let mut read_bytes: u64 = 0;
+        for chunk in missing.chunks(READ_CHUNK) {
+            let (mut connection, scope) = self.reader().await?;
+            let found = db::get_many(connection.conn(), scope, chunk)
+                .await
+                .map_err(read_failure)?;
+            drop(connection);
+            read_bytes += found
+                .iter()
+                .map(|(_, value)| value.len() as u64)
+                .sum::<u64>();
+            if read_bytes > max {
+                return Err(LimitExceeded::Memory(max).into());
+            }
+            for key in chunk {
+                self.view.insert(key.clone(), None);
+            }
+            for (key, value) in found {
+                self.view.insert(key, Some(value));
+            }
+        }
+        Ok(())
+    }
+
     /// Records that the call now sees `new` under `key`, and counts keys it adds or removes.
     async fn see(&mut self, key: Vec<u8>, new: Option<Vec<u8>>) -> wasmtime::Result<()> {
         let old_present = self.current(&key).await?.is_some();
@@ -248,6 +287,10 @@ impl CallStore {
         Ok(())
     }
 }
+
+/// Keys one query of [`CallStore::load`] reads: at most this many values (each at most
+/// `value_bytes_max`) are in the host's memory before the byte limit is checked.
+const READ_CHUNK: usize = 64;
 
 fn read_failure(error: sqlx::Error) -> HostFailure {
     HostFailure(format!("store read: {error}"))

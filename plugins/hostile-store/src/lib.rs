@@ -7,6 +7,12 @@
 //! - Action `big-key` sets a value under a key of 1 MiB (or `{"bytes": n}`): proves
 //!   `store_key_bytes_max`.
 //!
+//! - Action `many-gets` reads `{"keys": n}` distinct keys in one `get-many`: proves that
+//!   each key counts against `host_calls_max`.
+//! - Action `big-read` sets one value of `{"bytes": n}` and reads it back `{"copies": m}`
+//!   times in one `get-many`: proves that an answer larger than `memory_bytes_max` stops the
+//!   call.
+//!
 //! The sizes can be chosen so a test can stay under the memory limit while passing a store
 //! limit.
 
@@ -35,6 +41,18 @@ impl Scenario for HostileStore {
                 store::set(&"k".repeat(bytes), b"v");
                 Ok(Response::empty())
             }
+            "many-gets" => {
+                let body: ManyGets = request.json()?;
+                let keys: Vec<String> = (0..body.keys).map(|i| format!("key-{i}")).collect();
+                store::get_many(&keys);
+                Ok(Response::empty())
+            }
+            "big-read" => {
+                let body: BigRead = request.json()?;
+                store::set("big-read", &vec![b'r'; body.bytes]);
+                store::get_many(&vec!["big-read"; body.copies]);
+                Ok(Response::empty())
+            }
             _ => Err(ScenarioError::unknown_action()),
         }
     }
@@ -61,4 +79,17 @@ fn requested_bytes(request: &Request, default: usize) -> Result<usize, ScenarioE
     Ok(request
         .json::<Option<SizeBody>>()?
         .map_or(default, |body| body.bytes))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManyGets {
+    keys: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BigRead {
+    bytes: usize,
+    copies: usize,
 }

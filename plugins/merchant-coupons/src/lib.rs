@@ -168,6 +168,15 @@ fn claim(request: &Request) -> Result<Response, ScenarioError> {
     let key = request.require_idempotency_key()?;
     let ClaimBody { campaign, voucher } = request.json()?;
     let claim_key = format!("claim-key/{pseudonym}/{key}");
+    // One read for every key the claim may look at that it can name now; the reads below
+    // are answered from it.
+    store::get_many(&[
+        claim_key.clone(),
+        stock_key(&campaign),
+        prize_stock_key(&campaign),
+        issued_key(&campaign),
+        claimed_key(&campaign, pseudonym),
+    ]);
     if let Some(coupon) = stored_coupon(&claim_key)? {
         return Response::json(&CouponAnswer { coupon: &coupon });
     }
@@ -374,15 +383,18 @@ fn my_coupons(request: &Request) -> Result<Response, ScenarioError> {
     let prefix = format!("mine/{pseudonym}/");
     let (keys, next) = store::page(&prefix, after.as_deref(), PAGE);
     let now = now_ms();
-    let mut coupons = Vec::with_capacity(keys.len());
-    for key in &keys {
-        let Some(code) = store::get(key).and_then(|bytes| String::from_utf8(bytes).ok()) else {
-            continue;
-        };
-        if let Some(mut coupon) = load(&code)? {
-            coupon.status = coupon.status_at(now);
-            coupons.push(coupon);
-        }
+    let coupon_keys: Vec<String> = store::get_many(&keys)
+        .into_iter()
+        .flatten()
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .map(|code| coupon_key(&code))
+        .collect();
+    let mut coupons: Vec<Coupon> = store::get_json_many(&coupon_keys)?
+        .into_iter()
+        .flatten()
+        .collect();
+    for coupon in &mut coupons {
+        coupon.status = coupon.status_at(now);
     }
     Response::json(&serde_json::json!({ "coupons": coupons, "next": next }))
 }

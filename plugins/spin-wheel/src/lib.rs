@@ -266,25 +266,40 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let key = request.require_idempotency_key()?;
     let by_key = format!("spin-key/{pseudonym}/{key}");
+    let now = now_ms();
+    let wheel = settings();
+    let spins_key = |wheel: &Wheel| {
+        let day = day_of(now, wheel.utc_offset_minutes);
+        format!("spins/{pseudonym}/{day}")
+    };
+    let misses_key = format!("misses/{pseudonym}");
+    // One read for every key the spin may look at; the reads below are answered from it.
+    if let Ok(wheel) = &wheel {
+        let mut keys = vec![by_key.clone(), spins_key(wheel), misses_key.clone()];
+        keys.extend(
+            wheel
+                .prizes
+                .iter()
+                .filter(|prize| prize.stock.is_some())
+                .map(|prize| won_key(&prize.id)),
+        );
+        store::get_many(&keys);
+    }
     if let Some(earlier) = store::get_json::<serde_json::Value>(&by_key)? {
         return Response::json(&earlier);
     }
-    let wheel = settings()?;
-    let now = now_ms();
-    let day = day_of(now, wheel.utc_offset_minutes);
+    let wheel = wheel?;
     let limit = Bounds {
         min: 0,
         max: wheel.daily_limit,
     };
-    let spins = store::increment(&format!("spins/{pseudonym}/{day}"), 1, limit).map_err(
-        |error| match error {
-            IncrementError::OutOfBounds { .. } => ScenarioError::refused(
-                "daily_limit_reached",
-                format!("you have spun {} times today", wheel.daily_limit),
-            ),
-            IncrementError::NotACounter => broken("spins"),
-        },
-    )?;
+    let spins = store::increment(&spins_key(&wheel), 1, limit).map_err(|error| match error {
+        IncrementError::OutOfBounds { .. } => ScenarioError::refused(
+            "daily_limit_reached",
+            format!("you have spun {} times today", wheel.daily_limit),
+        ),
+        IncrementError::NotACounter => broken("spins"),
+    })?;
     let paid_with = if spins <= wheel.free_spins_per_day {
         "free"
     } else {
@@ -297,7 +312,6 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
     };
 
     // The draw: prizes with stock left; when the guarantee is due, only winning ones.
-    let misses_key = format!("misses/{pseudonym}");
     let misses = store::counter(&misses_key);
     let guaranteed = wheel.guarantee_after > 0 && misses >= wheel.guarantee_after;
     let candidates: Vec<&Prize> = wheel
@@ -423,12 +437,8 @@ fn my_prizes(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let after = request.page_after()?;
     let (keys, next) = store::page(&format!("prizes/{pseudonym}/"), after.as_deref(), PAGE);
-    let mut prizes = Vec::with_capacity(keys.len());
-    for key in &keys {
-        if let Some(won) = store::get_json::<serde_json::Value>(key)? {
-            prizes.push(won);
-        }
-    }
+    let prizes: Vec<serde_json::Value> =
+        store::get_json_many(&keys)?.into_iter().flatten().collect();
     Response::json(&serde_json::json!({ "prizes": prizes, "next": next }))
 }
 

@@ -400,11 +400,6 @@ fn receipts(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let after = request.page_after()?;
     let (keys, next) = store::page(&format!("receipts/{pseudonym}/"), after.as_deref(), PAGE);
-    let mut receipts = Vec::with_capacity(keys.len());
-    for key in &keys {
-        if let Some(receipt) = store::get_json::<Receipt>(key)? {
-            receipts.push(receipt);
-        }
-    }
+    let receipts: Vec<Receipt> = store::get_json_many(&keys)?.into_iter().flatten().collect();
     Response::json(&serde_json::json!({ "receipts": receipts, "next": next }))
 }
