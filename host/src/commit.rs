@@ -137,11 +137,31 @@ impl Committer {
     }
 }
 
+/// How often a batch is written before its calls fail: again after losing a race.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Whether `error` means another writer (a second replica on PostgreSQL) committed first what
+/// this batch read as absent, or the two deadlocked: written again, the batch reads what the
+/// other wrote, and only a call that truly conflicts with it fails, by its rule.
+fn lost_a_race(error: &sqlx::Error) -> bool {
+    // unique_violation, serialization_failure, deadlock_detected.
+    matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("23505" | "40001" | "40P01")))
+}
+
 async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
         let started = std::time::Instant::now();
-        let written = write_batch(&db, &mut batch).await;
+        let mut written = write_batch(&db, &batch).await;
+        for _ in 1..WRITE_ATTEMPTS {
+            match &written {
+                Err(error) if lost_a_race(error) => {
+                    tracing::warn!(%error, calls = batch.len(), "another writer got there first; the batch is written again");
+                    written = write_batch(&db, &batch).await;
+                }
+                _ => break,
+            }
+        }
         tracing::debug!(
             calls = batch.len(),
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -177,7 +197,7 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
 /// next one runs. What the others did is then written with a few statements per table.
 async fn write_batch(
     db: &Db,
-    batch: &mut [Commit],
+    batch: &[Commit],
 ) -> Result<Vec<Result<(), CommitError>>, sqlx::Error> {
     let mut transaction = db.write.begin().await?;
     let mut connection = transaction.conn();
@@ -243,13 +263,26 @@ async fn write_batch(
     drop(job_writes);
     drop(calls);
     drop(requests);
-    for (commit, result) in batch.iter_mut().zip(&results) {
-        if let (Some(record), Err(error)) = (&mut commit.record, result) {
-            record.outcome = error.code().as_str();
-            record.ledger_writes.clear();
-        }
-    }
-    let records: Vec<&InvocationRecord> = batch.iter().filter_map(|c| c.record.as_ref()).collect();
+    // A call whose writes did not land is recorded with the commit's error and no ledger
+    // writes (on copies: a batch written again starts from the records as they came).
+    let failed: Vec<Option<InvocationRecord>> = batch
+        .iter()
+        .zip(&results)
+        .map(|(commit, result)| match (&commit.record, result) {
+            (Some(record), Err(error)) => {
+                let mut record = record.clone();
+                record.outcome = error.code().as_str();
+                record.ledger_writes.clear();
+                Some(record)
+            }
+            _ => None,
+        })
+        .collect();
+    let records: Vec<&InvocationRecord> = batch
+        .iter()
+        .zip(&failed)
+        .filter_map(|(commit, failed)| failed.as_ref().or(commit.record.as_ref()))
+        .collect();
     audit::insert_all(&mut connection, &records).await?;
     transaction.commit().await?;
     Ok(results)

@@ -638,6 +638,13 @@ pub struct LedgerConfig {
     /// Ledger writes one plugin call may make. Bounds one commit's work.
     #[serde(default = "default_writes_per_call_max")]
     pub writes_per_call_max: u32,
+    /// The longest idempotency key a plugin may give a ledger write, in bytes (keys are
+    /// kept forever). An empty or longer key stops the call.
+    #[serde(default = "default_key_bytes_max")]
+    pub key_bytes_max: u32,
+    /// The most points one funding request may move into a budget. Bounds a typo's damage.
+    #[serde(default = "default_fund_points_max")]
+    pub fund_points_max: i64,
     /// How often expired points are swept to the expired account, in seconds.
     #[serde(default = "default_sweep_interval_seconds")]
     pub sweep_interval_seconds: u64,
@@ -651,6 +658,8 @@ impl Default for LedgerConfig {
             hold_seconds_max: default_hold_seconds_max(),
             history_limit_max: default_history_limit_max(),
             writes_per_call_max: default_writes_per_call_max(),
+            key_bytes_max: default_key_bytes_max(),
+            fund_points_max: default_fund_points_max(),
             sweep_interval_seconds: default_sweep_interval_seconds(),
         }
     }
@@ -670,6 +679,12 @@ fn default_history_limit_max() -> u32 {
 }
 fn default_writes_per_call_max() -> u32 {
     32
+}
+fn default_key_bytes_max() -> u32 {
+    512
+}
+fn default_fund_points_max() -> i64 {
+    1_000_000_000_000
 }
 fn default_sweep_interval_seconds() -> u64 {
     60
@@ -1229,6 +1244,8 @@ impl Config {
             || ledger.hold_seconds_max == 0
             || ledger.history_limit_max == 0
             || ledger.writes_per_call_max == 0
+            || ledger.key_bytes_max == 0
+            || ledger.fund_points_max < 1
             || ledger.sweep_interval_seconds == 0
         {
             return Err(ConfigError::Invalid(

@@ -186,6 +186,7 @@ pub fn prepare(
             hold_seconds_max: ledger_config.hold_seconds_max,
             history_limit_max: ledger_config.history_limit_max,
             writes_per_call_max: ledger_config.writes_per_call_max,
+            key_bytes_max: ledger_config.key_bytes_max,
         },
     );
     let granted = |field: &str| plugin.identity_fields.iter().any(|f| f == field);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 const HELLO: Bundle = Bundle::new("reference/hello");
 
-const HOSTILE: [Bundle; 11] = [
+const HOSTILE: [Bundle; 12] = [
     Bundle::new("hostile/hostile-loop"),
     Bundle::new("hostile/hostile-loop").renamed("hostile-loop-unfueled"),
     Bundle::new("hostile/hostile-sleep"),
@@ -22,6 +22,7 @@ const HOSTILE: [Bundle; 11] = [
     Bundle::new("hostile/hostile-log"),
     Bundle::new("hostile/hostile-store"),
     Bundle::new("hostile/hostile-jobs"),
+    Bundle::new("hostile/hostile-ledger"),
 ];
 
 const DEADLINE_MS: u64 = 1_000;
@@ -40,6 +41,7 @@ fn tight_limits(config: &mut Config) {
     config.jobs.per_call_max = 8;
     config.jobs.payload_bytes_max = 1024;
     config.jobs.ahead_days_max = 30;
+    config.ledger.key_bytes_max = 64;
     // The same endless loop with fuel to spare: only the epoch deadline can stop it.
     config.plugin_limits.insert(
         "hostile-loop-unfueled".into(),
@@ -51,7 +53,7 @@ fn tight_limits(config: &mut Config) {
 }
 
 /// (plugin, action, body, status, code)
-const CASES: [(&str, &str, &str, u16, &str); 22] = [
+const CASES: [(&str, &str, &str, u16, &str); 27] = [
     ("hostile-loop", "spin", "null", 504, "plugin_fuel_exhausted"),
     (
         "hostile-loop-unfueled",
@@ -91,6 +93,20 @@ const CASES: [(&str, &str, &str, u16, &str); 22] = [
         r#"{"bytes": 1048576}"#,
         502,
         "plugin_response_too_large",
+    ),
+    (
+        "hostile-response",
+        "huge-refusal",
+        r#"{"bytes": 1048576}"#,
+        502,
+        "plugin_response_too_large",
+    ),
+    (
+        "hostile-response",
+        "huge-refusal",
+        r#"{"bytes": 100}"#,
+        422,
+        "scenario_refused",
     ),
     (
         "hostile-response",
@@ -159,6 +175,22 @@ const CASES: [(&str, &str, &str, u16, &str); 22] = [
         "scenario_refused",
     ),
     ("hostile-jobs", "big-payload", r#"{"bytes": 100}"#, 200, ""),
+    // Ledger keys are kept forever: none empty, none past ledger.key_bytes_max.
+    (
+        "hostile-ledger",
+        "spend",
+        r#"{"bytes": 0}"#,
+        502,
+        "plugin_trapped",
+    ),
+    (
+        "hostile-ledger",
+        "spend",
+        r#"{"bytes": 65}"#,
+        502,
+        "plugin_trapped",
+    ),
+    ("hostile-ledger", "spend", r#"{"bytes": 64}"#, 200, ""),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +264,13 @@ async fn every_hostile_plugin_is_contained_while_hello_keeps_answering() {
     assert!(
         answered.iter().all(|n| *n > 0),
         "every bystander got answers: {answered:?}"
+    );
+
+    let (good_key, _) = results.last().expect("the last case");
+    assert_eq!(
+        good_key.body,
+        json!({"refused": "points_insufficient"}),
+        "a key within the limit reaches the ledger's own rules"
     );
 
     // Nothing a stopped call wrote was kept; only the one good write landed.

@@ -7,6 +7,7 @@ use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
 const POINTS_DEMO: Bundle = Bundle::new("reference/points-demo");
+const HOSTILE_LEDGER: Bundle = Bundle::new("hostile/hostile-ledger");
 const PLUGIN: &str = "points-demo";
 const REGION: &str = "cn-fj";
 
@@ -278,6 +279,65 @@ on_each_backend! {
         assert_eq!(retry.body["budget"]["funded"], 500);
         let other = fund(&host, 501, "k1").await;
         assert_eq!(other.status, 409, "{other:?}");
+        host.stop().await;
+    }
+
+    async fn two_replicas_racing_for_one_key_give_it_to_one_call_and_fail_no_other() {
+        // Two regions, so the two awards lock no account in common (two budgets, two
+        // customers): only the key is shared.
+        let first = TestHost::start_with(&[HOSTILE_LEDGER], |config| {
+            config.registry.dev_regions = vec!["cn".into(), "hk".into()];
+        })
+        .await;
+        first.fund("cn", "hostile-ledger", 1000, "fund-cn").await;
+        first.fund("hk", "hostile-ledger", 1000, "fund-hk").await;
+        let second = first.start_replica().await;
+        // Each round: two customers, one on each replica, award under the same key at once.
+        for round in 0..25 {
+            let key = format!("shared-{round}");
+            let calls = [(&first, "alice", "cn"), (&second, "bob", "hk")].map(|(host, customer, region)| {
+                let token = host.token(customer, region);
+                let key = key.clone();
+                async move { host.call(&token, "hostile-ledger", "award", json!({"key": key})).await }
+            });
+            let replies = futures::future::join_all(calls).await;
+            let won = replies.iter().filter(|r| r.status == 200 && r.body.get("posting").is_some()).count();
+            let lost = replies
+                .iter()
+                .filter(|r| {
+                    r.body.get("refused") == Some(&json!("exists_with_different_amount"))
+                        || (r.status, r.code()) == (409, "ledger_conflict")
+                })
+                .count();
+            assert_eq!((won, lost), (1, 1), "round {round}: {replies:?}");
+        }
+        assert_invariants(&first).await;
+        second.stop().await;
+        first.stop().await;
+    }
+
+    async fn funding_is_bounded_per_request_and_a_balance_never_wraps() {
+        let host = TestHost::start(&[POINTS_DEMO]).await;
+        let max = host.state.config.ledger.fund_points_max;
+        let over = fund(&host, max + 1, "too-much").await;
+        assert_eq!((over.status, over.code()), (400, "request_invalid"), "{over:?}");
+        assert!(over.body["message"].as_str().is_some_and(|m| m.contains("ledger.fund_points_max")), "{over:?}");
+        let huge = fund(&host, i64::MAX, "huge").await;
+        assert_eq!(huge.status, 400, "{huge:?}");
+        assert_eq!(fund(&host, max, "most").await.status, 200);
+        host.stop().await;
+
+        // With the bound lifted, the ledger itself refuses a sum past 64 bits.
+        let host = TestHost::start_with(&[POINTS_DEMO], |config| config.ledger.fund_points_max = i64::MAX).await;
+        assert_eq!(fund(&host, i64::MAX, "first").await.status, 200);
+        let wrapped = fund(&host, 2, "second").await;
+        assert_eq!(wrapped.status, 409, "{wrapped:?}");
+        assert!(wrapped.body["message"].as_str().is_some_and(|m| m.contains("overflow")), "{wrapped:?}");
+        let report = host
+            .request(reqwest::Method::GET, &format!("/admin/v1/budgets/{PLUGIN}/{REGION}"), Some(&host.state.admin_token), None)
+            .await;
+        assert_eq!(report.body["funded"], i64::MAX, "the refused funding left nothing: {report:?}");
+        assert_invariants(&host).await;
         host.stop().await;
     }
 

@@ -99,6 +99,16 @@ async fn fund(
             "memo is at most 200 bytes",
         ));
     }
+    let points_max = state.config.ledger.fund_points_max;
+    if body.points > points_max {
+        return Err(ApiError::new(
+            ErrorCode::RequestInvalid,
+            format!(
+                "one funding moves at most {points_max} points (ledger.fund_points_max); \
+                 fund in several requests or raise the limit"
+            ),
+        ));
+    }
     let now_ms = ledger::now_ms();
     let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
     let request = Request {

@@ -783,7 +783,9 @@ impl Batch {
             .accounts
             .get_mut(account)
             .ok_or_else(|| bug(format!("{account} was not locked")))?;
-        *balance += delta;
+        *balance = balance
+            .checked_add(delta)
+            .ok_or_else(|| LedgerError::BalanceOverflow(account.to_owned()))?;
         self.undo.push(Undo::Balance {
             account: account.to_owned(),
             delta,

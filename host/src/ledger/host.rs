@@ -40,6 +40,8 @@ pub struct LedgerSettings {
     pub history_limit_max: u32,
     /// Writes per call.
     pub writes_per_call_max: u32,
+    /// Longest idempotency key.
+    pub key_bytes_max: u32,
 }
 
 /// One call's ledger: whose points, and what the call has done so far.
@@ -140,12 +142,17 @@ impl CallLedger {
     }
 
     /// What an earlier use of `key` gave, if this exact request was made before (in this call
-    /// or committed); an error if the key was used for something else; `None` if new.
+    /// or committed); an error if the key was used for something else; `None` if new. An
+    /// empty key (the sweep's, which has none) or a too long one stops the call.
     async fn earlier_result(
         &mut self,
         key: &str,
         operation: &Operation,
     ) -> Result<Option<String>, Refusal> {
+        let max = self.settings().key_bytes_max;
+        if key.is_empty() || key.len() > max as usize {
+            return Err(Refusal::Limit(LimitExceeded::LedgerKey(u64::from(max))));
+        }
         let fingerprint = operation.fingerprint(&self.plugin_id, &self.region);
         if let Some(earlier) = self.operations.iter().find(|o| o.key == key) {
             return if earlier.operation.fingerprint(&self.plugin_id, &self.region) == fingerprint {

@@ -131,6 +131,10 @@ pub enum LedgerError {
     /// Only awards and spends can be reversed.
     #[error("a {0} posting cannot be reversed")]
     NotReversible(String),
+    /// The move would take an account's balance past what 64 bits hold (only a runaway
+    /// issuer could: every other balance is bounded by what was issued).
+    #[error("the balance of {0} would overflow")]
+    BalanceOverflow(String),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -150,6 +154,7 @@ impl LedgerError {
             LedgerError::PostingNotFound => "posting_not_found",
             LedgerError::AlreadyReversed => "already_reversed",
             LedgerError::NotReversible(_) => "not_reversible",
+            LedgerError::BalanceOverflow(_) => "balance_overflow",
             LedgerError::Database(_) => "internal",
         }
     }

@@ -34,6 +34,9 @@ pub enum LimitExceeded {
     /// More jobs scheduled than `jobs.per_call_max`.
     #[error("more than {0} jobs scheduled in one call")]
     JobsPerCall(u64),
+    /// A ledger idempotency key that is empty or longer than `ledger.key_bytes_max`.
+    #[error("a ledger idempotency key must be 1 to {0} bytes long")]
+    LedgerKey(u64),
     /// A plugin asked for a random number below 0.
     #[error("random.below(0) has no answer")]
     RandomBelowZero,

@@ -676,7 +676,9 @@ impl Runtime {
                 }
                 (Err(error), WriteSet::default())
             }
-            Ok(Ok(Err(rejection))) => (Err(scenario_error(rejection)), WriteSet::default()),
+            Ok(Ok(Err(rejection))) => {
+                (Err(scenario_error(rejection, &limits)), WriteSet::default())
+            }
             Ok(Ok(Ok(response))) => match check_response(response.body, &limits) {
                 Ok(body) => {
                     let state = store.data_mut();
@@ -774,7 +776,9 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> CallError {
             LimitExceeded::StoreValueBytes(_) => ErrorCode::PluginStoreValueTooLarge,
             LimitExceeded::LedgerWrites(_) => ErrorCode::PluginLedgerWriteLimit,
             LimitExceeded::JobsPerCall(_) => ErrorCode::PluginJobLimit,
-            LimitExceeded::RandomBelowZero => return CallError::Trapped(limit.to_string()),
+            LimitExceeded::RandomBelowZero | LimitExceeded::LedgerKey(_) => {
+                return CallError::Trapped(limit.to_string());
+            }
         };
         return CallError::Limit {
             code,
@@ -808,7 +812,9 @@ fn classify(error: wasmtime::Error, limits: &Limits) -> CallError {
     }
 }
 
-fn scenario_error(rejection: wit::ScenarioError) -> CallError {
+/// The plugin's refusal as the call's error; one larger than `response_bytes_max` (it is
+/// sent to the client like a response) is the response limit's error instead.
+fn scenario_error(rejection: wit::ScenarioError, limits: &Limits) -> CallError {
     let (code, detail) = match rejection {
         wit::ScenarioError::InvalidInput(detail) => (ErrorCode::ScenarioInvalidInput, Some(detail)),
         wit::ScenarioError::Refused(detail) => (ErrorCode::ScenarioRefused, Some(detail)),
@@ -816,6 +822,11 @@ fn scenario_error(rejection: wit::ScenarioError) -> CallError {
         wit::ScenarioError::UnknownAction => (ErrorCode::ScenarioActionUnknown, None),
     };
     match detail {
+        Some(detail)
+            if (detail.code.len() + detail.message.len()) as u64 > limits.response_bytes_max =>
+        {
+            too_large(detail.code.len() + detail.message.len(), limits)
+        }
         Some(detail) => CallError::Scenario {
             code,
             scenario_code: Some(detail.code),
@@ -829,16 +840,19 @@ fn scenario_error(rejection: wit::ScenarioError) -> CallError {
     }
 }
 
+fn too_large(bytes: usize, limits: &Limits) -> CallError {
+    CallError::Limit {
+        code: ErrorCode::PluginResponseTooLarge,
+        message: format!(
+            "the plugin's response of {bytes} bytes is over its limit of {} bytes",
+            limits.response_bytes_max
+        ),
+    }
+}
+
 fn check_response(body: String, limits: &Limits) -> Result<String, CallError> {
     if body.len() as u64 > limits.response_bytes_max {
-        return Err(CallError::Limit {
-            code: ErrorCode::PluginResponseTooLarge,
-            message: format!(
-                "the plugin's response of {} bytes is over its limit of {} bytes",
-                body.len(),
-                limits.response_bytes_max
-            ),
-        });
+        return Err(too_large(body.len(), limits));
     }
     if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() {
         return Err(CallError::ResponseInvalid);

@@ -3,6 +3,8 @@
 //!
 //! - Action `huge` answers a JSON string of 8 MiB (or `{"bytes": n}` bytes of content). The
 //!   host must refuse a body over its limit and answer with its output-too-large error.
+//! - Action `huge-refusal` refuses with a message of `{"bytes": n}` bytes: a refusal is sent
+//!   to the client too, so the same limit applies to it.
 //! - Action `not-json` answers a body that is not JSON. The host must refuse it and answer
 //!   with its invalid-response error (HTTP 500), never pass it to the app.
 
@@ -18,6 +20,10 @@ impl Scenario for HostileResponse {
     fn handle(request: Request) -> Result<Response, ScenarioError> {
         match request.action() {
             "huge" => huge(&request),
+            "huge-refusal" => {
+                let body: HugeBody = request.json()?;
+                Err(ScenarioError::refused("huge", "x".repeat(body.bytes)))
+            }
             "not-json" => Ok(Response::from_json_text(
                 "this body is not JSON {".to_owned(),
             )),
