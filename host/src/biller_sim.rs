@@ -12,7 +12,9 @@
 //! How it behaves is told by the account's first word: `fail…` refuses the payment (502,
 //! status `failed`), `slow…` confirms it but answers after 3 s (longer than a plugin waits),
 //! `pending…` answers `pending` and confirms on the third status query, `pendingfail…` answers
-//! `pending` and fails on the third. Anything else is due 42.50 yuan and confirms at once.
+//! `pending` and fails on the third, `busy…` confirms it but answers 503 without a body (as a
+//! proxy in front of a busy biller would). Anything else is due 42.50 yuan and confirms at
+//! once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -90,6 +92,7 @@ async fn pay(State(bills): State<Bills>, Json(payment): Json<Payment>) -> Respon
         )
             .into_response(),
         "pending" => Json(json!({"status": "pending"})).into_response(),
+        _ if account.starts_with("busy") => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         _ => {
             if account.starts_with("slow") {
                 tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,8 +1,12 @@
 //! The `utility-payments` reference scenario end to end, on each backend, against the repo's
 //! biller simulator: a bill paid (points once settled), the biller failing (refunded), timing
 //! out and answering pending (settled by the polling job), pending then failing (refunded):
-//! no money lost, exactly one of settled or refunded, points only for settled payments.
+//! no money lost, exactly one of settled or refunded, points only for settled payments. And
+//! against a core-banking server that answers late or declines a refund: a receipt says
+//! `refunded` only once the bank has refunded, and polling goes on until the receipt is final.
 
+use lifecircle::config::Connector;
+use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
@@ -41,7 +45,8 @@ async fn points(host: &TestHost, token: &str) -> Value {
         .clone()
 }
 
-/// Waits until the customer's only receipt is no longer pending, and returns it.
+/// Waits until the customer's only receipt is final (not pending, not refunding), and
+/// returns it.
 async fn final_receipt(host: &TestHost, token: &str) -> Value {
     let mut receipt = Value::Null;
     for _ in 0..500 {
@@ -49,12 +54,31 @@ async fn final_receipt(host: &TestHost, token: &str) -> Value {
             .call(token, "utility-payments", "receipts", json!(null))
             .await;
         receipt = listed.body["receipts"][0].clone();
-        if receipt["status"] != "pending" {
+        if receipt["status"] != "pending" && receipt["status"] != "refunding" {
             return receipt;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    panic!("the receipt stayed pending: {receipt}");
+    panic!("the receipt did not become final: {receipt}");
+}
+
+/// The host's record of every payment of `customer`, oldest first.
+async fn payments_of(host: &TestHost, customer: &str) -> Vec<Value> {
+    let listed = host
+        .request(
+            reqwest::Method::GET,
+            &format!("/admin/v1/payments?customer={customer}"),
+            Some(&host.state.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let mut payments = listed.body["payments"]
+        .as_array()
+        .expect("payments")
+        .clone();
+    payments.reverse();
+    payments
 }
 
 on_each_backend! {
@@ -95,6 +119,15 @@ on_each_backend! {
         assert_eq!(final_receipt(&host, &dave).await["status"], "paid");
         assert_eq!(points(&host, &dave).await, 10);
 
+        // The biller's proxy answers 503, but the biller has the payment: never refunded on
+        // an unknown answer; the polling job finds it confirmed.
+        let judy = host.token("judy", "cn");
+        let busy = pay(&host, &judy, "busy-1", "j1").await;
+        assert_eq!(busy.body["receipt"]["status"], "pending", "{busy:?}");
+        assert_eq!(final_receipt(&host, &judy).await["status"], "paid");
+        assert_eq!(host.sandbox_balance("judy").await, 100_000 - 4250);
+        assert_eq!(points(&host, &judy).await, 10);
+
         // Pending, then refused: refunded, no points.
         let erin = host.token("erin", "cn");
         pay(&host, &erin, "pendingfail-1", "e1").await;
@@ -118,6 +151,55 @@ on_each_backend! {
         let declined = pay(&host, &poor, "0591-2", "f1").await;
         assert_eq!(declined.body["receipt"]["status"], "declined", "{declined:?}");
         assert_eq!(declined.body["receipt"]["reason"], "insufficient_funds");
+        host.stop().await;
+    }
+
+    async fn a_receipt_is_final_only_once_the_bank_has_moved_the_money() {
+        let bank = CoreBank::default();
+        let bank_url = bank.serve().await;
+        let host = TestHost::start_with(&[BILLS], |config| {
+            config.jobs.poll_interval_ms = 20;
+            config.outbound.timeout_ms = 500;
+            config.payments.connector = Connector::Http;
+            config.payments.http_url = Some(bank_url.clone());
+            config.payments.http_token = Some("bank-secret".into());
+            config.payments.timeout_ms = 200;
+        })
+        .await;
+        host.pay_water_bills_at_a_simulator(10).await;
+
+        // The debit is pending, then the biller answers pending to the poll's first request:
+        // the next rounds go on polling (each round has a job of its own) until it confirms.
+        let gina = host.token("slow-gina", "cn");
+        let pending = pay(&host, &gina, "pending-1", "g1").await;
+        assert_eq!(pending.body["receipt"]["status"], "pending", "{pending:?}");
+        assert_eq!(final_receipt(&host, &gina).await["status"], "paid");
+        assert_eq!(points(&host, &gina).await, 10);
+
+        // The biller refuses, and the bank answers the refund late: the receipt says
+        // refunded only when the bank's refund has succeeded.
+        let hank = host.token("slow-hank", "cn");
+        pay(&host, &hank, "fail-1", "h1").await;
+        let receipt = final_receipt(&host, &hank).await;
+        assert_eq!(receipt["status"], "refunded", "{receipt}");
+        let payments = payments_of(&host, "slow-hank").await;
+        let kinds: Vec<(&str, &str)> = payments.iter().map(|p| (p["kind"].as_str().unwrap_or(""), p["status"].as_str().unwrap_or(""))).collect();
+        assert_eq!(kinds, [("debit", "succeeded"), ("refund", "succeeded")], "{payments:?}");
+        assert_eq!(Some(&receipt["refund"]), payments.last().map(|p| &p["id"]));
+        assert_eq!(points(&host, &hank).await, 0);
+
+        // The bank declines the first refund: the receipt is refunding, and the refund is
+        // asked again (a new key) until it is done; the money is refunded once.
+        let ivan = host.token("frozen-ivan", "cn");
+        let refunding = pay(&host, &ivan, "fail-2", "i1").await;
+        assert_eq!(refunding.body["receipt"]["status"], "refunding", "{refunding:?}");
+        let receipt = final_receipt(&host, &ivan).await;
+        assert_eq!((receipt["status"].as_str(), receipt["refund_attempts"].as_u64()), (Some("refunded"), Some(2)), "{receipt}");
+        let payments = payments_of(&host, "frozen-ivan").await;
+        let kinds: Vec<(&str, &str)> = payments.iter().map(|p| (p["kind"].as_str().unwrap_or(""), p["status"].as_str().unwrap_or(""))).collect();
+        assert_eq!(kinds, [("debit", "succeeded"), ("refund", "failed"), ("refund", "succeeded")], "{payments:?}");
+        let refund_orders = bank.received().iter().filter(|o| o["kind"] == "refund" && o["account"] == "frozen-ivan").count();
+        assert_eq!(refund_orders, 2, "one declined, one done");
         host.stop().await;
     }
 }

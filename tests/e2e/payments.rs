@@ -4,16 +4,13 @@
 //! real core-banking server speaking the documented protocol (timeouts leave a payment
 //! pending; asking again settles it; a transfer the bank never received is sent again).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::post;
 use lifecircle::config::Connector;
+use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
@@ -133,7 +130,7 @@ on_each_backend! {
     async fn the_http_connector_speaks_the_documented_protocol() {
         let biller = biller().await;
         let bank = CoreBank::default();
-        let bank_url = serve(bank.router()).await;
+        let bank_url = bank.serve().await;
         let host = TestHost::start_with(&[HELLO], |config| {
             config.payments.connector = Connector::Http;
             config.payments.http_url = Some(bank_url.clone());
@@ -188,94 +185,5 @@ on_each_backend! {
         assert_eq!(reply.body, json!({"made": 3, "stopped_by": "too_many_payments"}), "{reply:?}");
         assert_eq!(host.sandbox_balance("alice").await, 100_000 - 3);
         host.stop().await;
-    }
-}
-
-/// A core-banking service implementing the protocol in `host/src/payments/http.rs`, keyed by
-/// customer name: `poor-*` have no money, `slow-*` are answered late (after the transfer is
-/// done), `flaky-*` fail their first
-/// transfer before recording it.
-#[derive(Clone, Default)]
-struct CoreBank {
-    transfers: Arc<Mutex<HashMap<String, Value>>>,
-    received: Arc<Mutex<Vec<Value>>>,
-    executions: Arc<Mutex<HashMap<String, u32>>>,
-    flaked: Arc<Mutex<bool>>,
-}
-
-impl CoreBank {
-    fn router(&self) -> Router {
-        Router::new()
-            .route("/v1/transfers", post(execute))
-            .route("/v1/transfers/{key}", get(read))
-            .with_state(self.clone())
-    }
-
-    fn received(&self) -> Vec<Value> {
-        self.received.lock().expect("lock").clone()
-    }
-
-    fn executed(&self, key: &str) -> u32 {
-        self.executions
-            .lock()
-            .expect("lock")
-            .get(key)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-async fn execute(
-    State(bank): State<CoreBank>,
-    headers: axum::http::HeaderMap,
-    axum::Json(order): axum::Json<Value>,
-) -> axum::response::Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer bank-secret") {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    bank.received.lock().expect("lock").push(order.clone());
-    let key = order["idempotency_key"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let account = order["account"].as_str().unwrap_or_default().to_owned();
-    if account.starts_with("flaky-") {
-        let mut flaked = bank.flaked.lock().expect("lock");
-        if !*flaked {
-            *flaked = true;
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    }
-    let answer = {
-        let mut transfers = bank.transfers.lock().expect("lock");
-        if let Some(earlier) = transfers.get(&key) {
-            earlier.clone()
-        } else {
-            *bank
-                .executions
-                .lock()
-                .expect("lock")
-                .entry(key.clone())
-                .or_default() += 1;
-            let answer = if account.starts_with("poor-") {
-                json!({"status": "failed", "reason": "insufficient_funds"})
-            } else {
-                json!({"status": "succeeded"})
-            };
-            transfers.insert(key, answer.clone());
-            answer
-        }
-    };
-    // Done at once, answered late: the host gives up waiting before the answer comes.
-    if account.starts_with("slow-") {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    axum::Json(answer).into_response()
-}
-
-async fn read(State(bank): State<CoreBank>, Path(key): Path<String>) -> axum::response::Response {
-    match bank.transfers.lock().expect("lock").get(&key) {
-        Some(answer) => axum::Json(answer.clone()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
     }
 }

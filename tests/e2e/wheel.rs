@@ -1,8 +1,11 @@
 //! The `spin-wheel` reference scenario end to end, on each backend: 1,000 spins follow the
 //! weights and never give a prize beyond its stock, every draw verifies against the revealed
 //! seed; the guarantee after misses, the daily limit, paid spins, a cash prize paid by a job
-//! through payments, and a budget that runs out (never over-awarded).
+//! through payments (until the bank confirms it, when the bank answers late or declines), and
+//! a budget that runs out (never over-awarded).
 
+use lifecircle::config::Connector;
+use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
 
@@ -119,6 +122,57 @@ on_each_backend! {
             .request(reqwest::Method::GET, "/admin/v1/sandbox/accounts/alice", Some(&admin), None)
             .await;
         assert_eq!(account.body["balance_minor"], 100_000 + 888, "{account:?}");
+        host.stop().await;
+    }
+
+    async fn a_cash_prize_is_paid_once_even_when_the_bank_answers_late_or_declines() {
+        let bank = CoreBank::default();
+        let bank_url = bank.serve().await;
+        let host = TestHost::start_with(&[WHEEL], |config| {
+            config.jobs.poll_interval_ms = 20;
+            // A run that fails is not retried: only the job's own next runs go on paying.
+            config.jobs.attempts_max = 1;
+            config.payments.connector = Connector::Http;
+            config.payments.http_url = Some(bank_url.clone());
+            config.payments.http_token = Some("bank-secret".into());
+            config.payments.timeout_ms = 200;
+        })
+        .await;
+        set_wheel(&host, json!({
+            "free_spins_per_day": 1, "daily_limit": 1, "payout_working_days": 0, "payout_poll_seconds": 0,
+            "prizes": [
+                {"id": "red-packet", "title": "¥8.88", "kind": "cash", "amount": 888, "weight": 1},
+                {"id": "thanks", "title": "Thanks", "kind": "thanks", "weight": 0}
+            ]
+        })).await;
+        let admin = host.state.admin_token.clone();
+        // slow-*: the bank answers after the host stopped waiting; frozen-*: it declines the
+        // first payout.
+        for (customer, expected) in [("slow-carl", vec!["succeeded"]), ("frozen-dora", vec!["failed", "succeeded"])] {
+            let token = host.token(customer, "cn");
+            let won = spin(&host, &token, "s1").await;
+            assert_eq!(won.body["outcome"], "won", "{won:?}");
+            let mut statuses = Vec::new();
+            for _ in 0..500 {
+                let listed = host
+                    .request(reqwest::Method::GET, &format!("/admin/v1/payments?customer={customer}"), Some(&admin), None)
+                    .await;
+                let mut payments = listed.body["payments"].as_array().cloned().unwrap_or_default();
+                payments.reverse();
+                statuses = payments.iter().map(|p| p["status"].as_str().unwrap_or("").to_owned()).collect();
+                if statuses.last().is_some_and(|s| s == "succeeded") {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert_eq!(statuses, expected, "{customer}");
+            let payouts = bank.received().iter().filter(|o| o["account"] == customer).count();
+            assert_eq!(payouts, expected.len(), "{customer}: one order per payout");
+        }
+        let failed = host
+            .request(reqwest::Method::GET, "/admin/v1/jobs?plugin=spin-wheel&status=failed", Some(&admin), None)
+            .await;
+        assert_eq!(failed.body["jobs"], json!([]), "no run of the payout failed: {failed:?}");
         host.stop().await;
     }
 

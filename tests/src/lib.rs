@@ -8,6 +8,8 @@
 //! A panic on any of a host's threads (its async workers or the engine's epoch thread) is a
 //! host defect: the harness counts them and [`TestHost::stop`] fails the test if there were any.
 
+pub mod core_bank;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

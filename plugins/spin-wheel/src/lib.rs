@@ -14,7 +14,8 @@
 //! prize is left the spin answers `thanks`. A points prize the campaign's budget cannot cover
 //! becomes `thanks` with reason `budget_exhausted` (never over-awarded), and its stock is not
 //! taken. A cash prize is paid through `payments` by a job `payout_working_days` working days
-//! after the spin, retried until the bank confirms. A coupon prize is a voucher, signed by the
+//! after the spin, run again every `payout_poll_seconds` (a payout the bank declined is asked
+//! again) until the bank confirms, up to `payout_polls_max` runs. A coupon prize is a voucher, signed by the
 //! host, that the coupons scenario honours once with a coupon of the prize's campaign.
 
 use lifecircle_sdk::jobs::{self, When};
@@ -88,6 +89,10 @@ fn thirty() -> u64 {
     30
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 fn one() -> i64 {
     1
 }
@@ -118,6 +123,12 @@ struct Won {
 struct CashJob {
     draw: String,
     fen: i64,
+    /// Payouts the bank declined so far: the next is asked under a new key.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    declined: u32,
+    /// Runs of the job so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    round: u32,
 }
 
 struct SpinWheel;
@@ -134,29 +145,53 @@ impl Scenario for SpinWheel {
 
     fn on_job(job: Job) -> Result<(), ScenarioError> {
         match job.name() {
-            "pay-cash" => {
-                let CashJob { draw, fen } = job.json()?;
-                // Keyed by the draw: every attempt asks for the same payout.
-                let paid =
-                    payments::payout(Money::cny(fen), &format!("cash/{draw}"), "red packet")?;
-                match paid.status {
-                    PaymentStatus::Succeeded => Ok(()),
-                    PaymentStatus::Pending => Err(ScenarioError::conflict(
-                        "payout_pending",
-                        "the bank has not confirmed the payout yet",
-                    )),
-                    PaymentStatus::Failed => Err(ScenarioError::refused(
-                        "payout_failed",
-                        paid.reason.unwrap_or_else(|| "declined".into()),
-                    )),
-                }
-            }
+            "pay-cash" => pay_cash(job.json()?),
             _ => Err(ScenarioError::unknown_action()),
         }
     }
 }
 
 lifecircle_sdk::export!(SpinWheel);
+
+/// One run of a cash prize's payout job. Keyed by the draw, so every run asks for the same
+/// payout (a pending one is asked about again); one the bank declines is asked again under
+/// a new key. Until the bank confirms, the job schedules its next run (each with a key of its
+/// own), every `payout_poll_seconds`, up to `payout_polls_max` runs; then the bank's operators
+/// are warned in the log.
+fn pay_cash(mut cash: CashJob) -> Result<(), ScenarioError> {
+    let key = match cash.declined {
+        0 => format!("cash/{}", cash.draw),
+        attempt => format!("cash/{}/{attempt}", cash.draw),
+    };
+    let paid = payments::payout(Money::cny(cash.fen), &key, "red packet")?;
+    match paid.status {
+        PaymentStatus::Succeeded => return Ok(()),
+        PaymentStatus::Pending => {}
+        PaymentStatus::Failed => {
+            lifecircle_sdk::warn!(
+                "the bank declined payout {} of draw {} ({}); it is asked again",
+                paid.id,
+                cash.draw,
+                paid.reason.as_deref().unwrap_or("no reason given")
+            );
+            cash.declined += 1;
+        }
+    }
+    let seconds: u64 = config::get("payout_poll_seconds")?.unwrap_or(600);
+    let max: u32 = config::get("payout_polls_max")?.unwrap_or(144);
+    cash.round += 1;
+    if cash.round >= max {
+        lifecircle_sdk::warn!(
+            "the cash prize of draw {} is still unpaid after {} runs; the bank's operators must pay it",
+            cash.draw,
+            cash.round
+        );
+        return Ok(());
+    }
+    let key = format!("cash/{}/run/{}", cash.draw, cash.round);
+    jobs::schedule("pay-cash", &cash, When::AfterSeconds(seconds), &key)?;
+    Ok(())
+}
 
 fn settings() -> Result<Wheel, ScenarioError> {
     let wheel: Wheel = config::get_all()?;
@@ -352,6 +387,8 @@ fn spin(request: &Request) -> Result<Response, ScenarioError> {
             let job = CashJob {
                 draw: request.request_id().to_owned(),
                 fen: prize.amount,
+                declined: 0,
+                round: 0,
             };
             payout_job = Some(jobs::schedule(
                 "pay-cash",

@@ -10,15 +10,18 @@
 //! `pay` debits the customer through `payments` (keyed by the request's `Idempotency-Key`),
 //! then asks the biller to confirm. A receipt ends `paid` (the biller confirmed; the points
 //! for paying are awarded then, once) or `refunded` (the biller refused or never got it; the
-//! debit is refunded, once). When the biller's answer is unknown (a timeout, or `pending`) the
-//! receipt is `pending` and a job polls the biller's status until it is final, then settles or
-//! refunds. A debit the bank declines makes a `declined` receipt; one the bank has not
-//! answered waits as `pending` for the same job. No money is lost: every debit ends paid or
-//! refunded.
+//! debit is refunded, once). When the biller's answer is unknown (a timeout, a lost
+//! connection, a 5xx, or `pending`) the receipt is `pending` and a job polls the biller's
+//! status until it is final, then settles or refunds: an unknown answer is never refunded, as
+//! the biller may have the payment. A refund the bank has not done yet leaves the receipt
+//! `refunding`, polled by the same job until the bank has (a refund the bank declines is asked
+//! again). A debit the bank declines makes a `declined` receipt; one the bank has not answered
+//! waits as `pending` for the same job. No money is lost: every debit ends paid or refunded,
+//! or, after `poll_max` polls, waits for the bank's operators, who are warned in the log.
 
 use lifecircle_sdk::jobs::{self, When};
-use lifecircle_sdk::outbound::{HttpRequest, OutboundError};
-use lifecircle_sdk::payments::{self, Money, Status as PaymentStatus};
+use lifecircle_sdk::outbound::{HttpRequest, HttpResponse, OutboundError};
+use lifecircle_sdk::payments::{self, Money, Payment, Status as PaymentStatus};
 use lifecircle_sdk::store;
 use lifecircle_sdk::{
     Job, Request, Response, Scenario, ScenarioError, clock, config, events, ledger,
@@ -45,6 +48,7 @@ struct Biller {
 enum ReceiptStatus {
     Paid,
     Refunded,
+    Refunding,
     Declined,
     Pending,
 }
@@ -67,8 +71,15 @@ struct Receipt {
     reason: Option<String>,
     #[serde(default)]
     points: i64,
+    /// Refunds asked for so far (a declined one is asked again, under a new key).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    refund_attempts: u32,
     /// The store key the receipt lives under.
     key: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -231,6 +242,7 @@ fn pay(request: &Request) -> Result<Response, ScenarioError> {
         refund: None,
         reason: None,
         points: 0,
+        refund_attempts: 0,
         key: receipt_key.clone(),
     };
     match debit.status {
@@ -242,15 +254,73 @@ fn pay(request: &Request) -> Result<Response, ScenarioError> {
             receipt.reason = Some("waiting for the bank".into());
             schedule_poll(&receipt, 1)?;
         }
-        PaymentStatus::Succeeded => confirm(&biller, &mut receipt)?,
+        PaymentStatus::Succeeded => {
+            if confirm(&biller, &mut receipt)? == Next::PollAgain {
+                schedule_poll(&receipt, 1)?;
+            }
+        }
     }
     store::set_json(&receipt_key, &receipt)?;
     store::set(&by_key, receipt_key.as_bytes());
     Response::json(&ReceiptAnswer { receipt: &receipt })
 }
 
-/// Asks the biller to confirm the receipt's (succeeded) debit and settles by the answer.
-fn confirm(biller: &Biller, receipt: &mut Receipt) -> Result<(), ScenarioError> {
+/// Whether a receipt is final, or waits for the next poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Done,
+    PollAgain,
+}
+
+/// What the biller's answer says about a payment.
+#[derive(Debug, PartialEq, Eq)]
+enum BillerAnswer {
+    /// It has the payment; carries its receipt number.
+    Confirmed(Option<String>),
+    /// It refused the payment, or certainly never got it: the debit is refunded.
+    Refused,
+    /// Asked for the payment's status, it does not know the payment.
+    NotFound,
+    /// Unknown: no answer, an answer cut short, or one that is not final. Ask again later;
+    /// refunding now could refund a payment the biller has taken.
+    Unknown,
+}
+
+impl BillerAnswer {
+    fn of(answer: Result<HttpResponse, OutboundError>) -> Self {
+        let response = match answer {
+            Ok(response) => response,
+            // Refused by the host before anything was sent.
+            Err(
+                OutboundError::HostNotAllowed { .. }
+                | OutboundError::InvalidRequest { .. }
+                | OutboundError::TooManyRequests { .. },
+            ) => return BillerAnswer::Refused,
+            // Sent, perhaps: a timeout, a connection lost mid-way, a reply too large to read.
+            Err(_) => return BillerAnswer::Unknown,
+        };
+        let body: serde_json::Value = response.json().unwrap_or_default();
+        match body["status"].as_str() {
+            Some("confirmed") if response.is_success() => {
+                BillerAnswer::Confirmed(body["receipt"].as_str().map(str::to_owned))
+            }
+            Some("failed") => BillerAnswer::Refused,
+            _ if response.status == 404 => BillerAnswer::NotFound,
+            // A client error the biller answered itself: it did not take the payment. A
+            // timeout or too many requests may be retried; a 5xx may come from a proxy in
+            // front of a biller that has the payment.
+            _ if (400..500).contains(&response.status)
+                && ![408, 429].contains(&response.status) =>
+            {
+                BillerAnswer::Refused
+            }
+            _ => BillerAnswer::Unknown,
+        }
+    }
+}
+
+/// Asks the biller to take the receipt's (succeeded) debit and settles by the answer.
+fn confirm(biller: &Biller, receipt: &mut Receipt) -> Result<Next, ScenarioError> {
     let payment = receipt.payment.clone().unwrap_or_default();
     let answer = HttpRequest::post(&format!("{}/pay", biller.api_url))
         .header("idempotency-key", &payment)
@@ -260,26 +330,28 @@ fn confirm(biller: &Biller, receipt: &mut Receipt) -> Result<(), ScenarioError> 
             "fen": receipt.fen,
         }))
         .send();
+    match BillerAnswer::of(answer) {
+        // Not found, answered to a payment: the endpoint is wrong, so it was not taken.
+        BillerAnswer::Refused | BillerAnswer::NotFound => {
+            refund(receipt, "the biller did not accept the payment")
+        }
+        answer => settle_by(answer, receipt),
+    }
+}
+
+/// Settles the receipt by a final answer; an unknown one waits for the next poll.
+fn settle_by(answer: BillerAnswer, receipt: &mut Receipt) -> Result<Next, ScenarioError> {
     match answer {
-        Ok(response) if response.is_success() => {
-            let body: serde_json::Value = response.json().unwrap_or_default();
-            match body["status"].as_str() {
-                Some("confirmed") => {
-                    receipt.biller_receipt = body["receipt"].as_str().map(str::to_owned);
-                    settle(receipt)
-                }
-                _ => {
-                    receipt.reason = Some("the biller is processing the payment".into());
-                    schedule_poll(receipt, 1)
-                }
-            }
+        BillerAnswer::Confirmed(biller_receipt) => {
+            receipt.biller_receipt = biller_receipt;
+            settle(receipt)?;
+            Ok(Next::Done)
         }
-        // No answer in time: the biller may have the payment; ask it again later.
-        Err(OutboundError::Timeout) => {
-            receipt.reason = Some("the biller did not answer in time".into());
-            schedule_poll(receipt, 1)
+        BillerAnswer::Refused => refund(receipt, "the biller refused the payment"),
+        BillerAnswer::NotFound | BillerAnswer::Unknown => {
+            receipt.reason = Some("the biller has not confirmed the payment yet".into());
+            Ok(Next::PollAgain)
         }
-        Ok(_) | Err(_) => refund(receipt, "the biller did not accept the payment"),
     }
 }
 
@@ -304,23 +376,46 @@ fn settle(receipt: &mut Receipt) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-/// The biller refused or never got the payment: the debit is refunded (once).
-fn refund(receipt: &mut Receipt, why: &str) -> Result<(), ScenarioError> {
+/// The biller refused or never got the payment: the debit is refunded. The receipt is
+/// `refunded` only once the bank has done it; until then it is `refunding` and polled. A
+/// refund the bank declines is asked again, under a new key, at the next poll.
+fn refund(receipt: &mut Receipt, why: &str) -> Result<Next, ScenarioError> {
     let payment = receipt.payment.clone().unwrap_or_default();
-    let refund = payments::refund(
-        &payment,
-        Money::cny(receipt.fen),
-        &format!("refund/{payment}"),
-        why,
-    )?;
-    receipt.status = ReceiptStatus::Refunded;
-    receipt.refund = Some(refund.id);
+    // The first attempt's key is the one earlier versions used, so none is refunded twice.
+    let key = match receipt.refund_attempts {
+        0 => format!("refund/{payment}"),
+        attempt => format!("refund/{payment}/{attempt}"),
+    };
+    let refund = payments::refund(&payment, Money::cny(receipt.fen), &key, why)?;
+    receipt.refund_attempts += 1;
+    receipt.refund = Some(refund.id.clone());
+    receipt.status = ReceiptStatus::Refunding;
     receipt.reason = Some(why.to_owned());
-    events::emit(
-        "bill.refunded",
-        &serde_json::json!({"biller": receipt.biller, "fen": receipt.fen}),
-    )?;
-    Ok(())
+    refund_outcome(receipt, &refund)
+}
+
+/// Where the receipt stands after the bank's answer about its refund.
+fn refund_outcome(receipt: &mut Receipt, refund: &Payment) -> Result<Next, ScenarioError> {
+    match refund.status {
+        PaymentStatus::Succeeded => {
+            receipt.status = ReceiptStatus::Refunded;
+            events::emit(
+                "bill.refunded",
+                &serde_json::json!({"biller": receipt.biller, "fen": receipt.fen}),
+            )?;
+            Ok(Next::Done)
+        }
+        PaymentStatus::Pending => Ok(Next::PollAgain),
+        PaymentStatus::Failed => {
+            lifecircle_sdk::warn!(
+                "the bank declined refund {} of receipt {} ({}); it is asked again",
+                refund.id,
+                receipt.id,
+                refund.reason.as_deref().unwrap_or("no reason given")
+            );
+            Ok(Next::PollAgain)
+        }
+    }
 }
 
 fn schedule_poll(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
@@ -329,6 +424,7 @@ fn schedule_poll(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
         receipt: receipt.key.clone(),
         round,
     };
+    // One key per round: keys are kept, so each round needs its own.
     jobs::schedule(
         "poll",
         &job,
@@ -338,16 +434,42 @@ fn schedule_poll(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
     Ok(())
 }
 
-/// One poll of a pending receipt: its debit first, then the biller; reschedules itself while
-/// the answer is not final, up to `poll_max` rounds (then the receipt waits for the bank's
-/// operators, still pending).
+/// One poll of an unsettled receipt. A pending one: its debit first, then the biller. A
+/// refunding one: its refund, asked again if the bank declined it. Reschedules itself while
+/// the receipt is not final, up to `poll_max` rounds (then the receipt waits for the bank's
+/// operators, as it is).
 fn poll(receipt_key: &str, round: u32) -> Result<(), ScenarioError> {
     let Some(mut receipt) = store::get_json::<Receipt>(receipt_key)? else {
         return Ok(());
     };
-    if receipt.status != ReceiptStatus::Pending {
-        return Ok(());
+    let next = match receipt.status {
+        ReceiptStatus::Pending => poll_pending(&mut receipt)?,
+        ReceiptStatus::Refunding => {
+            let refund = payments::status(receipt.refund.as_deref().unwrap_or_default())?;
+            match refund.status {
+                PaymentStatus::Failed => refund_again(&mut receipt)?,
+                _ => refund_outcome(&mut receipt, &refund)?,
+            }
+        }
+        ReceiptStatus::Paid | ReceiptStatus::Refunded | ReceiptStatus::Declined => return Ok(()),
+    };
+    if next == Next::PollAgain {
+        again(&receipt, round)?;
     }
+    store::set_json(receipt_key, &receipt)?;
+    Ok(())
+}
+
+/// A new attempt at a refund the bank declined.
+fn refund_again(receipt: &mut Receipt) -> Result<Next, ScenarioError> {
+    let why = receipt
+        .reason
+        .clone()
+        .unwrap_or_else(|| "the biller did not accept the payment".into());
+    refund(receipt, &why)
+}
+
+fn poll_pending(receipt: &mut Receipt) -> Result<Next, ScenarioError> {
     let biller = biller(&receipt.biller)?;
     let payment = receipt.payment.clone().unwrap_or_default();
     let debit = payments::status(&payment)?;
@@ -355,32 +477,19 @@ fn poll(receipt_key: &str, round: u32) -> Result<(), ScenarioError> {
         PaymentStatus::Failed => {
             receipt.status = ReceiptStatus::Declined;
             receipt.reason = debit.reason;
+            Ok(Next::Done)
         }
-        PaymentStatus::Pending => again(&receipt, round)?,
+        PaymentStatus::Pending => Ok(Next::PollAgain),
         PaymentStatus::Succeeded => {
             let answer = HttpRequest::get(&format!("{}/payments/{payment}", biller.api_url)).send();
-            match answer {
-                Ok(response) if response.status == 404 => {
-                    // The biller never got it (the first request was lost): ask it now.
-                    confirm(&biller, &mut receipt)?;
-                }
-                Ok(response) if response.is_success() => {
-                    let body: serde_json::Value = response.json().unwrap_or_default();
-                    match body["status"].as_str() {
-                        Some("confirmed") => {
-                            receipt.biller_receipt = body["receipt"].as_str().map(str::to_owned);
-                            settle(&mut receipt)?;
-                        }
-                        Some("failed") => refund(&mut receipt, "the biller refused the payment")?,
-                        _ => again(&receipt, round)?,
-                    }
-                }
-                _ => again(&receipt, round)?,
+            match BillerAnswer::of(answer) {
+                // The biller never got it (the first request was lost, or the debit was
+                // pending until now): ask it now.
+                BillerAnswer::NotFound => confirm(&biller, receipt),
+                answer => settle_by(answer, receipt),
             }
         }
     }
-    store::set_json(receipt_key, &receipt)?;
-    Ok(())
 }
 
 fn again(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
@@ -389,8 +498,9 @@ fn again(receipt: &Receipt, round: u32) -> Result<(), ScenarioError> {
         schedule_poll(receipt, round + 1)?;
     } else {
         lifecircle_sdk::warn!(
-            "receipt {} still pending after {round} polls; the bank's operators must settle it",
-            receipt.id
+            "receipt {} still {:?} after {round} polls; the bank's operators must settle it",
+            receipt.id,
+            receipt.status
         );
     }
     Ok(())
