@@ -230,6 +230,30 @@ on_each_backend! {
         host.stop().await;
     }
 
+    async fn a_freeze_made_on_one_replica_reaches_another_within_the_cache_time() {
+        let first = TestHost::start_with(&[HELLO], |config| config.identity.customer_cache_ms = 300).await;
+        let second = first.start_replica().await;
+        let token = first.token("6222000011110001", "cn-fj");
+        assert_eq!(echo(&first, &token).await.status, 200, "enrolled on first use");
+        assert_eq!(echo(&second, &token).await.status, 200, "cached on the second replica");
+        let head = first.state.admin_token.clone();
+        let path = "/admin/v1/customers/6222000011110001";
+        let frozen = admin(&first, Method::PATCH, path, &head, Some(json!({"status": "frozen"}))).await;
+        assert_eq!(frozen.status, 200, "{frozen:?}");
+        // The second replica is asked without pause: every answer from its cache must not
+        // keep the cached profile alive past its time.
+        let started = std::time::Instant::now();
+        let refused = loop {
+            let reply = echo(&second, &token).await;
+            if reply.status != 200 || started.elapsed() > std::time::Duration::from_secs(5) {
+                break reply;
+            }
+        };
+        assert_eq!((refused.status, refused.code()), (403, "customer_frozen"), "{refused:?}");
+        second.stop().await;
+        first.stop().await;
+    }
+
     async fn with_reject_only_imported_customers_may_enter() {
         let host = TestHost::start_with(&[HELLO], |config| {
             config.identity.unknown_customers = UnknownCustomers::Reject;
@@ -419,6 +443,11 @@ on_each_backend! {
         let again = partner_key(&host, &head, "till-x").await;
         assert_eq!(again.status, 400, "one key per name: {again:?}");
 
+        // A region outside the bank's tree is refused: its data would be kept apart.
+        let invented = partner_call(&host, &x, "/partner/v1/scenarios/hello/echo?region=cn-fj").await;
+        assert_eq!((invented.status, invented.code()), (404, "region_not_found"), "{invented:?}");
+        let created = admin(&host, Method::PUT, "/admin/v1/regions/cn-fj", &head, Some(json!({"display_name": "Fujian"}))).await;
+        assert_eq!(created.status, 200, "{created:?}");
         let echo = "/partner/v1/scenarios/hello/echo?region=cn-fj";
         let echoed = partner_call(&host, &x, echo).await;
         assert_eq!((echoed.status, &echoed.body), (200, &json!({"echo": {"till": 7}})), "{echoed:?}");

@@ -10,7 +10,8 @@ use axum::http::request::Parts;
 use crate::AppState;
 use crate::config::UnknownCustomers;
 use crate::error::{ApiError, ErrorCode};
-use crate::identity::TokenError;
+use crate::identity::{Claims, TokenError};
+
 use crate::identity::admins::{Admin as AdminAccount, Forbidden, Role};
 use crate::identity::customers::{self, Profile, Status};
 
@@ -32,56 +33,20 @@ impl FromRequestParts<AppState> for AuthenticatedCustomer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token_error = |error: TokenError| {
-            let code = match error {
-                TokenError::Missing => ErrorCode::TokenMissing,
-                TokenError::Expired => ErrorCode::TokenExpired,
-                TokenError::Invalid(_) => ErrorCode::TokenInvalid,
-            };
-            ApiError::new(code, error.to_string())
-        };
         let token = bearer(parts).ok_or_else(|| token_error(TokenError::Missing))?;
         let claims = state.identity.verify(token).map_err(token_error)?;
         let now = std::time::Instant::now();
-        let known = match state.customers.get(&claims.sub, now) {
-            Some(profile) => Some(profile),
+        // A cached profile keeps the time it was read: refreshing it on every hit would keep
+        // a busy customer's profile forever, and a freeze or region move made on another
+        // replica would never arrive here.
+        let profile = match state.customers.get(&claims.sub, now) {
+            Some(profile) => profile,
             None => {
-                let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
-                customers::get(&mut connection.conn(), &claims.sub)
-                    .await
-                    .map_err(ApiError::internal)?
+                let profile = read_or_enroll(state, &claims).await?;
+                state.customers.put(&profile, now);
+                profile
             }
         };
-        let profile = match known {
-            Some(profile) => profile,
-            None => match state.config.identity.unknown_customers {
-                UnknownCustomers::Reject => {
-                    return Err(ApiError::new(
-                        ErrorCode::CustomerNotEnrolled,
-                        "this customer is not enrolled in life scenarios; the bank enrolls \
-                         customers through its customer import",
-                    ));
-                }
-                UnknownCustomers::AutoEnroll => {
-                    let region = claims.region.as_deref().ok_or_else(|| {
-                        token_error(TokenError::Invalid(
-                            "claim `region` is needed to enroll a new customer".into(),
-                        ))
-                    })?;
-                    let tier = claims.tier.as_deref().unwrap_or_default();
-                    customers::check_tier(tier).map_err(|reason| {
-                        token_error(TokenError::Invalid(format!("claim `tier`: {reason}")))
-                    })?;
-                    let mut connection =
-                        state.db.write.acquire().await.map_err(ApiError::internal)?;
-                    let now_ms = crate::ledger::now_ms();
-                    customers::enroll(&mut connection.conn(), &claims.sub, region, tier, now_ms)
-                        .await
-                        .map_err(ApiError::internal)?
-                }
-            },
-        };
-        state.customers.put(&profile, now);
         if profile.status == Status::Frozen {
             return Err(ApiError::new(
                 ErrorCode::CustomerFrozen,
@@ -90,6 +55,51 @@ impl FromRequestParts<AppState> for AuthenticatedCustomer {
             ));
         }
         Ok(AuthenticatedCustomer(profile))
+    }
+}
+
+fn token_error(error: TokenError) -> ApiError {
+    let code = match error {
+        TokenError::Missing => ErrorCode::TokenMissing,
+        TokenError::Expired => ErrorCode::TokenExpired,
+        TokenError::Invalid(_) => ErrorCode::TokenInvalid,
+    };
+    ApiError::new(code, error.to_string())
+}
+
+/// The customer's profile from the database; a customer not there yet is enrolled (or
+/// refused) as `identity.unknown_customers` says.
+async fn read_or_enroll(state: &AppState, claims: &Claims) -> Result<Profile, ApiError> {
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    let known = customers::get(&mut connection.conn(), &claims.sub)
+        .await
+        .map_err(ApiError::internal)?;
+    drop(connection);
+    if let Some(profile) = known {
+        return Ok(profile);
+    }
+    match state.config.identity.unknown_customers {
+        UnknownCustomers::Reject => Err(ApiError::new(
+            ErrorCode::CustomerNotEnrolled,
+            "this customer is not enrolled in life scenarios; the bank enrolls customers \
+             through its customer import",
+        )),
+        UnknownCustomers::AutoEnroll => {
+            let region = claims.region.as_deref().ok_or_else(|| {
+                token_error(TokenError::Invalid(
+                    "claim `region` is needed to enroll a new customer".into(),
+                ))
+            })?;
+            let tier = claims.tier.as_deref().unwrap_or_default();
+            customers::check_tier(tier).map_err(|reason| {
+                token_error(TokenError::Invalid(format!("claim `tier`: {reason}")))
+            })?;
+            let mut connection = state.db.write.acquire().await.map_err(ApiError::internal)?;
+            let now_ms = crate::ledger::now_ms();
+            customers::enroll(&mut connection.conn(), &claims.sub, region, tier, now_ms)
+                .await
+                .map_err(ApiError::internal)
+        }
     }
 }
 

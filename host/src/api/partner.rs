@@ -91,6 +91,21 @@ async fn call(
             "say which region the call is for: ?region=cn-fj (lowercase letters, digits, '-')",
         )
     })?;
+    // Data is scoped by the region's name: a name outside the bank's region tree would be
+    // served by its nearest parent's enablement but keep its data apart, out of reports.
+    let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
+    let known = crate::registry::regions::get(&mut connection.conn(), &region)
+        .await
+        .map_err(ApiError::internal)?;
+    drop(connection);
+    if known.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::RegionNotFound,
+            format!(
+                "region {region:?} is not one of the bank's regions (GET /admin/v1/regions lists them)"
+            ),
+        ));
+    }
     let target = Target {
         plugin_id,
         action,
