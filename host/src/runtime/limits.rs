@@ -42,37 +42,82 @@ pub enum LimitExceeded {
     RandomBelowZero,
 }
 
-/// Counts a call's memory and table growth against its limits.
+/// Counts a call's memory and table growth against its limits: the limits bound everything
+/// the call's instance has, summed over all its memories and all its tables (a component may
+/// have more than one of each).
 #[derive(Debug)]
 pub struct CallLimiter {
-    /// The call's `memory_bytes_max`.
-    pub memory_bytes_max: u64,
-    /// The call's `table_elements_max`.
-    pub table_elements_max: u64,
+    memory_bytes_max: u64,
+    table_elements_max: u64,
+    /// What was permitted so far. A permitted growth that then fails (past a memory's own
+    /// maximum) stays counted: the sum can only be stricter than what is allocated.
+    memory_bytes: u64,
+    table_elements: u64,
+}
+
+impl CallLimiter {
+    /// A limiter for a call with these limits.
+    pub fn new(memory_bytes_max: u64, table_elements_max: u64) -> Self {
+        Self {
+            memory_bytes_max,
+            table_elements_max,
+            memory_bytes: 0,
+            table_elements: 0,
+        }
+    }
 }
 
 impl ResourceLimiter for CallLimiter {
+    // Also called when a memory or table is created, with `current` 0.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_bytes_max {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.memory_bytes.saturating_add(growth);
+        if total > self.memory_bytes_max {
             return Err(LimitExceeded::Memory(self.memory_bytes_max).into());
         }
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.table_elements_max {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.table_elements.saturating_add(growth);
+        if total > self.table_elements_max {
             return Err(LimitExceeded::Table(self.table_elements_max).into());
         }
+        self.table_elements = total;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_tables_are_bounded_in_sum_over_all_of_a_calls_memories_and_tables() {
+        let mut limiter = CallLimiter::new(100, 10);
+        // Two memories created at 40 each, then one grows to 60: 100 in all.
+        assert!(limiter.memory_growing(0, 40, None).expect("first"));
+        assert!(limiter.memory_growing(0, 40, None).expect("second"));
+        assert!(limiter.memory_growing(40, 60, None).expect("to the limit"));
+        // Either growing by one more byte passes the sum, though each is under 100.
+        assert!(limiter.memory_growing(60, 61, None).is_err());
+        assert!(limiter.memory_growing(40, 41, None).is_err());
+
+        let mut limiter = CallLimiter::new(100, 10);
+        assert!(limiter.table_growing(0, 6, None).expect("first table"));
+        assert!(limiter.table_growing(0, 4, None).expect("second table"));
+        assert!(limiter.table_growing(6, 7, None).is_err());
     }
 }

@@ -558,10 +558,7 @@ impl Runtime {
         let state = CallState {
             wasi,
             table: ResourceTable::new(),
-            limiter: limits::CallLimiter {
-                memory_bytes_max: limits.memory_bytes_max,
-                table_elements_max: limits.table_elements_max,
-            },
+            limiter: limits::CallLimiter::new(limits.memory_bytes_max, limits.table_elements_max),
             host_calls: HostCallBudget {
                 used: 0,
                 max: limits.host_calls_max,
