@@ -176,6 +176,12 @@ impl CallOutbound {
         for header in request.headers {
             let name = reqwest::header::HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| invalid(format!("{:?} is not a header name", header.name)))?;
+            if HOST_SET_HEADERS.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "header {name} is set by the host (it names the host the allow-list \
+                     checked, or frames the request)"
+                )));
+            }
             let value = reqwest::header::HeaderValue::from_str(&header.value)
                 .map_err(|_| invalid(format!("the value of header {name} is not valid")))?;
             builder = builder.header(name, value);
@@ -238,6 +244,22 @@ impl CallOutbound {
 fn invalid(message: String) -> wit::OutboundError {
     wit::OutboundError::InvalidRequest(message)
 }
+
+/// Headers a plugin may not set: `host` would reach another site on an allowed server (the
+/// allow-list checks the URL's host), and the others frame the request or the connection,
+/// which the HTTP client does.
+const HOST_SET_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
 
 fn connection_failed(error: reqwest::Error) -> wit::OutboundError {
     if error.is_timeout() {

@@ -37,6 +37,19 @@ async fn partner() -> String {
         )
         .route("/big", get(|| async { "x".repeat(100_000) }))
         .route(
+            "/headers",
+            get(|headers: axum::http::HeaderMap| async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                format!("host={} x-trace={}", header("host"), header("x-trace"))
+            }),
+        )
+        .route(
             "/moved",
             get(|| async { Redirect::temporary("http://example.com/elsewhere") }),
         );
@@ -221,6 +234,28 @@ on_each_backend! {
             "{slow:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        host.stop().await;
+    }
+
+    async fn a_plugin_cannot_set_the_headers_the_host_owns() {
+        let base = partner().await;
+        let host = TestHost::start(&[HOSTILE]).await;
+        let token = host.token("alice", "cn");
+        let url = format!("{base}/headers");
+        let send = |name: &'static str, value: &'static str| {
+            let (host, token, url) = (&host, &token, url.clone());
+            async move {
+                host.call(token, "hostile-outbound", "header", json!({"url": url, "name": name, "value": value}))
+                    .await
+            }
+        };
+        let traced = send("x-trace", "t-1").await;
+        let own_host = base.trim_start_matches("http://");
+        assert_eq!(traced.body, json!({"text": format!("host={own_host} x-trace=t-1")}), "{traced:?}");
+        for (name, value) in [("Host", "intranet.bank.example"), ("content-length", "0"), ("Transfer-Encoding", "chunked"), ("connection", "upgrade")] {
+            let refused = send(name, value).await;
+            assert_eq!(refused.body, json!({"refused": "outbound_invalid_request"}), "{name}: {refused:?}");
+        }
         host.stop().await;
     }
 }

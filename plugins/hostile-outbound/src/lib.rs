@@ -1,7 +1,10 @@
 //! Hostile plugin proving the **outbound** limits: action `flood` with `{"url": "..."}` sends
 //! `GET url` again and again until a request fails, then answers how many succeeded and why
 //! the next one failed. Against a fast server that proves `outbound.requests_per_call_max`;
-//! against a slow one, `outbound.wait_ms_max` (the call's total wait).
+//! against a slow one, `outbound.wait_ms_max` (the call's total wait). Action `header` with
+//! `{"url", "name", "value"}` sends `GET url` with that header and answers the response's text
+//! (`{"text": ...}`) or the refusal (`{"refused": code}`): proves that a plugin cannot set the
+//! headers the host owns (`Host` would reach another site than the allow-list checked).
 
 use lifecircle_sdk::outbound::HttpRequest;
 use lifecircle_sdk::{Request, Response, Scenario, ScenarioError};
@@ -13,6 +16,14 @@ struct HostileOutbound;
 #[serde(deny_unknown_fields)]
 struct FloodBody {
     url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderBody {
+    url: String,
+    name: String,
+    value: String,
 }
 
 #[derive(Serialize)]
@@ -37,6 +48,13 @@ impl Scenario for HostileOutbound {
                             });
                         }
                     }
+                }
+            }
+            "header" => {
+                let HeaderBody { url, name, value } = request.json()?;
+                match HttpRequest::get(&url).header(&name, &value).send() {
+                    Ok(response) => Response::json(&serde_json::json!({"text": response.text()})),
+                    Err(error) => Response::json(&serde_json::json!({"refused": error.code()})),
                 }
             }
             _ => Err(ScenarioError::unknown_action()),
