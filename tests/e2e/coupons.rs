@@ -117,6 +117,9 @@ on_each_backend! {
         // The winning till's retry answers the same; the coupon shows redeemed.
         let retry = host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 6000}), &keys[winners[0].0]).await;
         assert_eq!(retry.body, winners[0].1.body);
+        // The same key with another spend (or coupon) is a mistake, not a retry.
+        let reused = host.post_keyed(redeem, &tea_house, json!({"code": code, "spend_fen": 7000}), &keys[winners[0].0]).await;
+        assert_eq!((reused.status, reused.body["scenario_code"].as_str()), (409, Some("idempotency_key_reused")), "{reused:?}");
         let mine = host.call(&alice, "merchant-coupons", "my-coupons", json!(null)).await;
         let statuses: Vec<&str> = mine.body["coupons"]
             .as_array()

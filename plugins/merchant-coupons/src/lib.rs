@@ -454,6 +454,19 @@ fn redeem(request: &Request) -> Result<Response, ScenarioError> {
     let code = logic::normalize_code(&code);
     let redeem_key = format!("redeem-key/{merchant}/{key}");
     if let Some(earlier) = store::get_json::<Redemption>(&redeem_key)? {
+        // A retry answers the first redemption; the key sent with another coupon or spend is
+        // a till's mistake, and answering the first would tell it the wrong coupon was taken.
+        if earlier.code != code || earlier.discount_fen + earlier.pay_fen != spend_fen {
+            return Err(ScenarioError::conflict(
+                "idempotency_key_reused",
+                format!(
+                    "this Idempotency-Key redeemed coupon {} for a spend of {} fen; send a new \
+                     key for another redemption",
+                    earlier.code,
+                    earlier.discount_fen + earlier.pay_fen
+                ),
+            ));
+        }
         return Response::json(&earlier);
     }
     let stored = store::get(&coupon_key(&code)).ok_or_else(|| missing(&code))?;
