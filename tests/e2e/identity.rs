@@ -349,6 +349,21 @@ on_each_backend! {
         assert_eq!(gd.status, 200);
         let moved = admin(&host, Method::PATCH, "/admin/v1/customers/b1", &branch, Some(json!({"region": "cn-gd"}))).await;
         assert_eq!((moved.status, moved.code()), (403, "admin_forbidden"), "{moved:?}");
+        // Another region's customer is as absent to a branch as one never imported.
+        let head = host.state.admin_token.clone();
+        let elsewhere = import(&host, &head, "jsonl", "{\"customer_number\": \"g1\", \"region\": \"cn-gd\"}").await;
+        assert_eq!(elsewhere.body["inserted"], 1, "{elsewhere:?}");
+        for number in ["g1", "never-imported"] {
+            let path = format!("/admin/v1/customers/{number}");
+            let read = admin(&host, Method::GET, &path, &branch, None).await;
+            let changed = admin(&host, Method::PATCH, &path, &branch, Some(json!({"tier": "gold"}))).await;
+            for reply in [read, changed] {
+                assert_eq!((reply.status, reply.code()), (404, "customer_not_found"), "{number}: {reply:?}");
+                assert_eq!(reply.body["message"], "no customer with this customer number; import them first");
+            }
+        }
+        let taken = import(&host, &branch, "jsonl", "{\"customer_number\": \"g1\", \"region\": \"cn-fj\"}").await;
+        assert!(!taken.body["errors"][0]["reason"].as_str().unwrap_or("cn-gd").contains("cn-gd"), "{taken:?}");
         host.stop().await;
     }
 

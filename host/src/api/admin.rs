@@ -273,16 +273,27 @@ struct CustomerView {
 /// Tag changes shown with a customer.
 const TAG_HISTORY_SHOWN: i64 = 50;
 
-async fn load_customer(conn: &mut crate::db::Conn<'_>, number: &str) -> Result<Profile, ApiError> {
-    customers::get(conn, number)
+async fn load_customer(
+    conn: &mut crate::db::Conn<'_>,
+    admin: &Admin,
+    number: &str,
+) -> Result<Profile, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::CustomerNotFound,
+            "no customer with this customer number; import them first",
+        )
+    };
+    let profile = customers::get(conn, number)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::CustomerNotFound,
-                "no customer with this customer number; import them first",
-            )
-        })
+        .ok_or_else(not_found)?;
+    // Outside the admin's regions a customer is as absent as one never imported: a 403 would
+    // tell a branch which customer numbers the bank has elsewhere.
+    admin
+        .may_read(Some(&profile.region))
+        .map_err(|_| not_found())?;
+    Ok(profile)
 }
 
 #[utoipa::path(
@@ -300,8 +311,7 @@ async fn customer(
 ) -> Result<Json<CustomerView>, ApiError> {
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;
     let mut conn = connection.conn();
-    let profile = load_customer(&mut conn, &number).await?;
-    admin.may_read(Some(&profile.region))?;
+    let profile = load_customer(&mut conn, &admin, &number).await?;
     let tag_history = customers::tag_history(&mut conn, &number, TAG_HISTORY_SHOWN)
         .await
         .map_err(ApiError::internal)?;
@@ -357,7 +367,7 @@ async fn update_customer(
     let now_ms = ledger::now_ms();
     let mut transaction = state.db.write.begin().await.map_err(ApiError::internal)?;
     let mut conn = transaction.conn();
-    let before = load_customer(&mut conn, &number).await?;
+    let before = load_customer(&mut conn, &admin, &number).await?;
     admin.may_write(Some(&before.region))?;
     let mut after = before.clone();
     if let Some(region) = patch.region {

@@ -284,9 +284,11 @@ impl Importer {
                 if let Some(known) = known
                     && !region_within(&known.region, scope)
                 {
+                    // Which region is not said: a branch learns no more of other regions'
+                    // customers than that it cannot import this one.
                     let reason = format!(
-                        "this customer belongs to region {}, outside your region {scope}",
-                        known.region
+                        "this customer is outside your region {scope}; head office can move \
+                         them"
                     );
                     self.reject(record.line, "customer_number", reason);
                     continue;
