@@ -118,6 +118,35 @@ async fn unknown_routes_and_wrong_methods_get_json_errors() {
     host.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_query_string_is_400_with_our_json_error() {
+    let host = TestHost::start(&[HELLO]).await;
+    let admin = host.state.admin_token.clone();
+    let token = host.token("alice", "cn");
+    for (path, credential) in [
+        ("/admin/v1/payments?limit=many", admin.as_str()),
+        ("/admin/v1/jobs?limit=-1", admin.as_str()),
+        ("/admin/v1/invocations?limit=x", admin.as_str()),
+        ("/v1/points/history?limit=ten", token.as_str()),
+    ] {
+        let reply = host
+            .request(reqwest::Method::GET, path, Some(credential), None)
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (400, "request_invalid"),
+            "{path}: {reply:?}"
+        );
+        assert!(
+            reply.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("limit")),
+            "the message names the bad parameter: {reply:?}"
+        );
+    }
+    host.stop().await;
+}
+
 /// What a client reads in an error body, pinned: code, message and the fields present.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_bodies_match_their_golden_form() {

@@ -8,7 +8,9 @@
 //!   revealed, recomputes them. No credential either.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+
+use super::extract::{Path, Query};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;

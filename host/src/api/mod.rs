@@ -7,6 +7,7 @@ mod admin;
 pub(crate) mod audit;
 mod auth;
 mod body;
+mod extract;
 mod health;
 mod jobs;
 mod partner;

@@ -3,8 +3,9 @@
 //! payment) with a partner caller, authenticated by the partner's API key.
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
+
+use super::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -69,13 +70,11 @@ struct RegionQuery {
 async fn call(
     State(state): State<AppState>,
     AuthenticatedPartner(partner): AuthenticatedPartner,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Path((plugin_id, action)): Path<(String, String)>,
     Query(query): Query<RegionQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Path((plugin_id, action)) =
-        path.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
     if !partner.owns(&plugin_id) {
         return Err(ApiError::new(
             ErrorCode::PartnerForbidden,

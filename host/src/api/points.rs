@@ -2,12 +2,14 @@
 //! `GET /v1/points/history?cursor=&limit=` (newest first, paged).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::extract::Query;
 use serde::{Deserialize, Serialize};
 
 use super::AuthenticatedCustomer;
 use crate::AppState;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::ledger::{self, Account};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -102,10 +104,8 @@ struct HistoryBody {
 async fn history(
     State(state): State<AppState>,
     AuthenticatedCustomer(customer): AuthenticatedCustomer,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryBody>, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
     let limit_max = state.config.ledger.history_limit_max;
     let limit = super::page_limit(query.limit, 20, limit_max);
     let mut connection = state.db.read.acquire().await.map_err(ApiError::internal)?;

@@ -18,7 +18,9 @@
 //! within `registry.poll_interval_ms`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

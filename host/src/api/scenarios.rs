@@ -3,8 +3,9 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -94,12 +95,10 @@ async fn list(
 async fn call(
     State(state): State<AppState>,
     AuthenticatedCustomer(customer): AuthenticatedCustomer,
-    path: Result<Path<(String, String)>, PathRejection>,
+    Path((plugin_id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Path((plugin_id, action)) =
-        path.map_err(|e| ApiError::new(ErrorCode::RequestInvalid, e.body_text()))?;
     let pseudonym = state
         .identity
         .pseudonym(&plugin_id, &customer.customer_number);
