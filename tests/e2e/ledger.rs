@@ -4,8 +4,8 @@
 //! balance equals its postings and every customer's balance equals its lots.
 
 use lifecircle::db::Pool;
-use lifecircle::ledger::{self, ADMIN_SCOPE, LedgerError, Operation, Request, Write};
-use lifecircle_tests::{TestDb, on_each_backend};
+use lifecircle::ledger::{self, ADMIN_SCOPE, Batch, LedgerError, Operation, Request, Write};
+use lifecircle_tests::{Backend, TestDb, on_each_backend};
 
 const PLUGIN: &str = "points-demo";
 const REGION: &str = "cn-fj";
@@ -319,6 +319,50 @@ on_each_backend! {
         db.close().await;
     }
 
+    async fn a_capture_committing_while_the_sweep_expires_its_hold_is_recorded_as_captured() {
+        // SQLite has one writer: the sweep cannot run while the capture's transaction is open.
+        if Backend::current() == Backend::Sqlite {
+            return;
+        }
+        let db = TestDb::open().await;
+        run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
+        run(&db.pool, "award", T0, Op::Award { customer: "alice", amount: 100, expires_at_ms: FAR }).await.expect("award");
+        let expires = T0 + 5_000;
+        let hold = run(&db.pool, "h1", T0, Op::Hold { customer: "alice", amount: 60, expires_at_ms: expires }).await.expect("hold");
+
+        // A call made just before the hold expires commits its capture just after: the
+        // batch reads the hold open (at the call's time), then the sweep marks it expired.
+        let capture = Operation::Capture { hold: hold.clone(), amount: 40 };
+        let write = Write {
+            request: Request { scope: PLUGIN, key: "c1", now_ms: expires - 1, memo: "late", id: None },
+            plugin_id: PLUGIN,
+            region: REGION,
+            operation: &capture,
+        };
+        let mut transaction = db.pool.begin().await.expect("transaction");
+        let mut conn = transaction.conn();
+        let mut batch = Batch::load(&mut conn, &[&write]).await.expect("load");
+        let posting = batch.apply(&write).expect("the hold is open at the call's time");
+        {
+            let mut sweeper = db.pool.acquire().await.expect("connection");
+            ledger::sweep_expired(&mut sweeper.conn(), expires + 1, 500).await.expect("sweep");
+        }
+        batch.flush(&mut conn).await.expect("flush");
+        drop(conn);
+        transaction.commit().await.expect("commit");
+
+        let mut connection = db.pool.acquire().await.expect("connection");
+        let state = ledger::hold_state(&mut connection.conn(), PLUGIN, &hold).await.expect("read").expect("the hold");
+        drop(connection);
+        assert_eq!(state.status, "captured", "the capture that took the points names the hold");
+        let after = balance(&db.pool, "alice", expires + 1).await;
+        assert_eq!((after.total, after.available, after.held), (60, 60, 0), "{posting}");
+        let again = run(&db.pool, "r1", expires + 1, Op::Release { hold: &hold }).await;
+        assert!(matches!(again, Err(LedgerError::HoldAlreadyResolved(ref s)) if s == "captured"), "{again:?}");
+        assert_invariants(&db.pool).await;
+        db.close().await;
+    }
+
     async fn reversing_a_spend_returns_the_points_to_their_lots_once() {
         let db = TestDb::open().await;
         run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
@@ -403,7 +447,7 @@ on_each_backend! {
         let mut transaction = db.pool.begin().await.expect("transaction");
         let mut conn = transaction.conn();
         let flat: Vec<&Write<'_>> = writes.iter().flatten().collect();
-        let mut batch = ledger::Batch::load(&mut conn, &flat).await.expect("load");
+        let mut batch = Batch::load(&mut conn, &flat).await.expect("load");
         let mut results = Vec::new();
         for call in &writes {
             let mark = batch.mark();

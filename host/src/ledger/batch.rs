@@ -1147,7 +1147,7 @@ impl<'a> Changes<'a> {
                 .push_bind(&hold.capture_posting),
             ") UPDATE ledger_holds SET status = d.status, \
                      capture_posting = d.capture_posting FROM d \
-                     WHERE ledger_holds.id = d.id AND ledger_holds.status = 'open'",
+                     WHERE ledger_holds.id = d.id AND ledger_holds.status IN ('open', 'expired')",
         );
         execute_rows!(
             conn,
@@ -1215,7 +1215,8 @@ impl<'a> Changes<'a> {
              resolved AS (UPDATE ledger_holds SET status = d.status, \
              capture_posting = d.capture_posting \
              FROM unnest($33::text[], $34::text[], $35::text[]) AS d (id, status, capture_posting) \
-             WHERE ledger_holds.id = d.id AND ledger_holds.id = ANY($33) AND ledger_holds.status = 'open'), \
+             WHERE ledger_holds.id = d.id AND ledger_holds.id = ANY($33) \
+             AND ledger_holds.status IN ('open', 'expired')), \
              clawbacks AS (INSERT INTO ledger_clawbacks (reversal_posting, original_posting, \
              clawed, owed) SELECT * FROM unnest($36::text[], $37::text[], $38::bigint[], \
              $39::bigint[])) \
@@ -1232,39 +1233,169 @@ impl<'a> Changes<'a> {
         .bind(p.iter().map(|p| p.region.as_deref()).collect::<Vec<_>>())
         .bind(p.iter().map(|p| p.memo.as_str()).collect::<Vec<_>>())
         .bind(p.iter().map(|p| p.reverses.as_deref()).collect::<Vec<_>>())
-        .bind(self.deltas.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
-        .bind(self.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(_, l)| l.account.as_str()).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(_, l)| l.award_posting.as_str()).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(_, l)| l.amount).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(_, l)| l.remaining).collect::<Vec<_>>())
-        .bind(self.new_lots.iter().map(|(_, l)| l.expires_at_ms).collect::<Vec<_>>())
-        .bind(self.changed_lots.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
-        .bind(self.changed_lots.iter().map(|(_, r)| *r).collect::<Vec<_>>())
-        .bind(self.moves.iter().map(|(p, _, _)| p.as_str()).collect::<Vec<_>>())
-        .bind(self.moves.iter().map(|(_, l, _)| l.as_str()).collect::<Vec<_>>())
+        .bind(
+            self.deltas
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.deltas
+                .iter()
+                .map(|(_, delta)| *delta)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(_, l)| l.account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(_, l)| l.award_posting.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(_, l)| l.amount)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(_, l)| l.remaining)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_lots
+                .iter()
+                .map(|(_, l)| l.expires_at_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.changed_lots
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.changed_lots
+                .iter()
+                .map(|(_, r)| *r)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.moves
+                .iter()
+                .map(|(p, _, _)| p.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.moves
+                .iter()
+                .map(|(_, l, _)| l.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(self.moves.iter().map(|(_, _, a)| *a).collect::<Vec<_>>())
         .bind(new_hold_ids)
-        .bind(self.new_holds.iter().map(|(_, h)| h.account.as_str()).collect::<Vec<_>>())
-        .bind(self.new_holds.iter().map(|(_, h)| h.plugin_id.as_str()).collect::<Vec<_>>())
-        .bind(self.new_holds.iter().map(|(_, h)| h.region.as_str()).collect::<Vec<_>>())
-        .bind(self.new_holds.iter().map(|(_, h)| h.amount).collect::<Vec<_>>())
-        .bind(self.new_holds.iter().map(|(_, h)| h.created_at_ms).collect::<Vec<_>>())
-        .bind(self.new_holds.iter().map(|(_, h)| h.expires_at_ms).collect::<Vec<_>>())
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.account.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.plugin_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.region.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.amount)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.created_at_ms)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_holds
+                .iter()
+                .map(|(_, h)| h.expires_at_ms)
+                .collect::<Vec<_>>(),
+        )
         .bind(new_hold_statuses)
         .bind(new_hold_captures)
         .bind(resolved_ids)
         .bind(resolved_statuses)
         .bind(resolved_captures)
-        .bind(self.clawbacks.iter().map(|(r, _, _, _)| r.as_str()).collect::<Vec<_>>())
-        .bind(self.clawbacks.iter().map(|(_, o, _, _)| o.as_str()).collect::<Vec<_>>())
-        .bind(self.clawbacks.iter().map(|(_, _, c, _)| *c).collect::<Vec<_>>())
-        .bind(self.clawbacks.iter().map(|(_, _, _, o)| *o).collect::<Vec<_>>())
-        .bind(self.new_keys.iter().map(|((s, _), _)| s.as_str()).collect::<Vec<_>>())
-        .bind(self.new_keys.iter().map(|((_, k), _)| k.as_str()).collect::<Vec<_>>())
-        .bind(self.new_keys.iter().map(|(_, r)| r.fingerprint.as_str()).collect::<Vec<_>>())
-        .bind(self.new_keys.iter().map(|(_, r)| r.result.as_str()).collect::<Vec<_>>())
+        .bind(
+            self.clawbacks
+                .iter()
+                .map(|(r, _, _, _)| r.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.clawbacks
+                .iter()
+                .map(|(_, o, _, _)| o.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.clawbacks
+                .iter()
+                .map(|(_, _, c, _)| *c)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.clawbacks
+                .iter()
+                .map(|(_, _, _, o)| *o)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_keys
+                .iter()
+                .map(|((s, _), _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_keys
+                .iter()
+                .map(|((_, k), _)| k.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_keys
+                .iter()
+                .map(|(_, r)| r.fingerprint.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            self.new_keys
+                .iter()
+                .map(|(_, r)| r.result.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(c)
         .await?;
         Ok(())
