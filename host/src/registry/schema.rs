@@ -171,14 +171,14 @@ fn validate(schema: &Value, value: &Value, path: &str, problems: &mut Vec<String
     {
         problems.push(format!("{path}: must be {expected}"));
     }
-    if let Some(number) = value.as_f64() {
-        if let Some(minimum) = keyword("minimum").and_then(Value::as_f64)
-            && number < minimum
+    if let Value::Number(number) = value {
+        if let Some(Value::Number(minimum)) = keyword("minimum")
+            && compare(number, minimum) == Some(std::cmp::Ordering::Less)
         {
             problems.push(format!("{path}: must be at least {minimum}"));
         }
-        if let Some(maximum) = keyword("maximum").and_then(Value::as_f64)
-            && number > maximum
+        if let Some(Value::Number(maximum)) = keyword("maximum")
+            && compare(number, maximum) == Some(std::cmp::Ordering::Greater)
         {
             problems.push(format!("{path}: must be at most {maximum}"));
         }
@@ -249,10 +249,38 @@ fn validate_object(
     }
 }
 
+/// Two JSON numbers compared exactly when both are integers (as floats, integers past 2^53
+/// round: 9007199254740993 would pass a maximum of 9007199254740992).
+fn compare(a: &serde_json::Number, b: &serde_json::Number) -> Option<std::cmp::Ordering> {
+    let integer = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (integer(a), integer(b)) {
+        (Some(a), Some(b)) => Some(a.cmp(&b)),
+        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn bounds_compare_large_integers_exactly() {
+        let schema = Schema::new(json!({"type": "integer", "minimum": -9007199254740992_i64, "maximum": 9007199254740992_u64}))
+            .expect("valid schema");
+        assert!(schema.problems(&json!(9007199254740992_u64)).is_empty());
+        assert_eq!(schema.problems(&json!(9007199254740993_u64)).len(), 1);
+        assert_eq!(schema.problems(&json!(-9007199254740993_i64)).len(), 1);
+        assert_eq!(schema.problems(&json!(u64::MAX)).len(), 1);
+        let fractional =
+            Schema::new(json!({"type": "number", "maximum": 1.5})).expect("valid schema");
+        assert!(fractional.problems(&json!(1)).is_empty());
+        assert_eq!(fractional.problems(&json!(2)).len(), 1);
+    }
 
     fn schema() -> Schema {
         Schema::new(json!({
