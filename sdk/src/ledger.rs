@@ -435,7 +435,9 @@ pub fn spend(points: i64, idempotency_key: &str, memo: &str) -> Result<String, L
 /// Reserves `points` for up to `seconds` (the host caps it) and returns the hold id.
 ///
 /// The points stop counting as available at once. Finish the hold with [`capture`] or
-/// [`release`]; one left alone expires and its points are available again.
+/// [`release`]; one left alone expires and its points are available again. A hold reserves
+/// points, not the lots they are in: points that expire while held lapse, and a later
+/// capture can take only what the customer still has.
 ///
 /// ```no_run
 /// use lifecircle_sdk::ledger;

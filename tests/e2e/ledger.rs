@@ -363,6 +363,22 @@ on_each_backend! {
         db.close().await;
     }
 
+    async fn a_hold_reserves_points_not_their_lots_so_points_lapsing_while_held_are_gone() {
+        let db = TestDb::open().await;
+        run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
+        run(&db.pool, "soon", T0, Op::Award { customer: "alice", amount: 60, expires_at_ms: T0 + 10_000 }).await.expect("award");
+        run(&db.pool, "later", T0, Op::Award { customer: "alice", amount: 30, expires_at_ms: FAR }).await.expect("award");
+        let hold = run(&db.pool, "h1", T0, Op::Hold { customer: "alice", amount: 80, expires_at_ms: T0 + 60_000 }).await.expect("hold");
+        // The 60 lapse while held: what is left is 30, and the capture can take only that.
+        let after = balance(&db.pool, "alice", T0 + 20_000).await;
+        assert_eq!((after.available, after.held), (0, 80), "{after:?}");
+        let capture = run(&db.pool, "c1", T0 + 20_000, Op::Capture { hold: &hold, amount: 80 }).await;
+        assert!(matches!(capture, Err(LedgerError::PointsInsufficient { available: 30, requested: 80 })), "{capture:?}");
+        run(&db.pool, "c2", T0 + 20_000, Op::Capture { hold: &hold, amount: 30 }).await.expect("what is left");
+        assert_invariants(&db.pool).await;
+        db.close().await;
+    }
+
     async fn reversing_a_spend_returns_the_points_to_their_lots_once() {
         let db = TestDb::open().await;
         run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
