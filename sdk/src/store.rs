@@ -270,6 +270,32 @@ pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, ScenarioErr
     get(key).map(|bytes| parse_stored(key, &bytes)).transpose()
 }
 
+/// The JSON records an index points to: `index_keys` hold the ids of records (as text, such
+/// as a customer's `orders/<pseudonym>/<id>` entries holding `<id>`), `record_key` gives each
+/// id's record key, and the records that exist are returned in the index's order. Two reads
+/// in all, however long the page: one for the index entries, one for the records.
+///
+/// ```no_run
+/// use lifecircle_sdk::store;
+///
+/// let (keys, next) = store::page("orders/c-7f3a/", None, 20);
+/// let orders: Vec<serde_json::Value> = store::follow_json(&keys, |id| format!("order/{id}"))?;
+/// # let _ = (orders, next);
+/// # Ok::<(), lifecircle_sdk::ScenarioError>(())
+/// ```
+pub fn follow_json<T: DeserializeOwned, K: AsRef<str>>(
+    index_keys: &[K],
+    record_key: impl Fn(&str) -> String,
+) -> Result<Vec<T>, ScenarioError> {
+    let record_keys: Vec<String> = get_many(index_keys)
+        .into_iter()
+        .flatten()
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .map(|id| record_key(&id))
+        .collect();
+    Ok(get_json_many(&record_keys)?.into_iter().flatten().collect())
+}
+
 /// Returns the values under `keys` parsed from JSON, in the same order (`None`: absent), with
 /// one read for all of them as [`get_many`]. A value that is not JSON for `T` is reported as
 /// [`get_json`] reports it.

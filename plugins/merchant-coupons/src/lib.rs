@@ -383,16 +383,7 @@ fn my_coupons(request: &Request) -> Result<Response, ScenarioError> {
     let prefix = format!("mine/{pseudonym}/");
     let (keys, next) = store::page(&prefix, after.as_deref(), PAGE);
     let now = now_ms();
-    let coupon_keys: Vec<String> = store::get_many(&keys)
-        .into_iter()
-        .flatten()
-        .filter_map(|bytes| String::from_utf8(bytes).ok())
-        .map(|code| coupon_key(&code))
-        .collect();
-    let mut coupons: Vec<Coupon> = store::get_json_many(&coupon_keys)?
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut coupons: Vec<Coupon> = store::follow_json(&keys, coupon_key)?;
     for coupon in &mut coupons {
         coupon.status = coupon.status_at(now);
     }

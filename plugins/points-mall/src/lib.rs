@@ -286,16 +286,7 @@ fn orders(request: &Request) -> Result<Response, ScenarioError> {
     let pseudonym = request.require_customer()?;
     let after = request.page_after()?;
     let (keys, next) = store::page(&format!("orders/{pseudonym}/"), after.as_deref(), PAGE);
-    let order_keys: Vec<String> = store::get_many(&keys)
-        .into_iter()
-        .flatten()
-        .filter_map(|bytes| String::from_utf8(bytes).ok())
-        .map(|id| order_key(&id))
-        .collect();
-    let orders: Vec<Order> = store::get_json_many(&order_keys)?
-        .into_iter()
-        .flatten()
-        .collect();
+    let orders: Vec<Order> = store::follow_json(&keys, order_key)?;
     Response::json(&serde_json::json!({ "orders": orders, "next": next }))
 }
 
