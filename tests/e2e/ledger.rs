@@ -340,15 +340,15 @@ on_each_backend! {
             operation: &capture,
         };
         let mut transaction = db.pool.begin().await.expect("transaction");
-        let mut conn = transaction.conn();
-        let mut batch = Batch::load(&mut conn, &[&write]).await.expect("load");
-        let posting = batch.apply(&write).expect("the hold is open at the call's time");
-        {
+        let posting = {
+            let mut conn = transaction.conn();
+            let mut batch = Batch::load(&mut conn, &[&write]).await.expect("load");
+            let posting = batch.apply(&write).expect("the hold is open at the call's time");
             let mut sweeper = db.pool.acquire().await.expect("connection");
             ledger::sweep_expired(&mut sweeper.conn(), expires + 1, 500).await.expect("sweep");
-        }
-        batch.flush(&mut conn).await.expect("flush");
-        drop(conn);
+            batch.flush(&mut conn).await.expect("flush");
+            posting
+        };
         transaction.commit().await.expect("commit");
 
         let mut connection = db.pool.acquire().await.expect("connection");
