@@ -363,6 +363,28 @@ on_each_backend! {
         db.close().await;
     }
 
+    async fn a_sweep_whose_clock_runs_ahead_does_not_close_a_hold_before_its_time() {
+        let db = TestDb::open().await;
+        run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");
+        run(&db.pool, "award", T0, Op::Award { customer: "alice", amount: 100, expires_at_ms: FAR }).await.expect("award");
+        let expires = T0 + 5_000;
+        let hold = run(&db.pool, "h1", T0, Op::Hold { customer: "alice", amount: 60, expires_at_ms: expires }).await.expect("hold");
+        // Another host's sweep, a second ahead, labels the hold expired.
+        let mut sweeper = db.pool.acquire().await.expect("connection");
+        ledger::sweep_expired(&mut sweeper.conn(), expires + 1_000, 500).await.expect("sweep");
+        drop(sweeper);
+        // For a call made before the hold lapsed it still holds, and can be captured.
+        assert_eq!(balance(&db.pool, "alice", expires - 1).await.held, 60);
+        run(&db.pool, "c1", expires - 1, Op::Capture { hold: &hold, amount: 10 }).await.expect("capture before the lapse");
+        let mut connection = db.pool.acquire().await.expect("connection");
+        let state = ledger::hold_state(&mut connection.conn(), PLUGIN, &hold).await.expect("read").expect("the hold");
+        drop(connection);
+        assert_eq!(state.status, "captured");
+        assert_eq!(balance(&db.pool, "alice", expires + 1_000).await.total, 90);
+        assert_invariants(&db.pool).await;
+        db.close().await;
+    }
+
     async fn a_hold_reserves_points_not_their_lots_so_points_lapsing_while_held_are_gone() {
         let db = TestDb::open().await;
         run(&db.pool, "fund", T0, Op::Fund(100)).await.expect("fund");

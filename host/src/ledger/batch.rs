@@ -852,7 +852,7 @@ impl Batch {
             .into_iter()
             .flatten()
             .filter_map(|id| self.holds.get(id))
-            .filter(|hold| hold.status == "open" && hold.expires_at_ms > now_ms)
+            .filter(|hold| holding(hold, now_ms))
             .map(|hold| hold.amount)
             .sum();
         (lots, in_lots - held)
@@ -1403,14 +1403,24 @@ impl<'a> Changes<'a> {
 }
 
 /// A hold that can still be captured or released.
+/// Whether `hold` still holds its points at `now_ms`: not captured or released, and not
+/// lapsed then. One the sweep labelled expired still holds for a call made before it lapsed
+/// (the sweep's clock, maybe another host's, can run ahead of the call's).
+fn holding(hold: &Hold, now_ms: i64) -> bool {
+    matches!(hold.status.as_str(), "open" | "expired") && hold.expires_at_ms > now_ms
+}
+
+/// [`holding`], or the error saying why not.
 fn open(hold: &Hold, now_ms: i64) -> Result<(), LedgerError> {
-    if hold.status != "open" {
-        return Err(LedgerError::HoldAlreadyResolved(hold.status.clone()));
+    if holding(hold, now_ms) {
+        return Ok(());
     }
-    if hold.expires_at_ms <= now_ms {
-        return Err(LedgerError::HoldAlreadyResolved("expired".into()));
-    }
-    Ok(())
+    let status = if hold.status == "open" {
+        "expired"
+    } else {
+        hold.status.as_str()
+    };
+    Err(LedgerError::HoldAlreadyResolved(status.to_owned()))
 }
 
 /// Locks `accounts` (sorted) until the transaction ends, creating those that do not exist,
@@ -1698,7 +1708,10 @@ async fn holds(
         Row,
         format!("{COLUMNS}account_id IN ("),
         customers,
-        (" AND status = 'open' AND expires_at_ms > ", now_ms)
+        (
+            " AND status IN ('open', 'expired') AND expires_at_ms > ",
+            now_ms
+        )
     );
     rows.extend(select_in!(conn, Row, format!("{COLUMNS}id IN ("), ids));
     Ok(rows

@@ -612,13 +612,13 @@ pub async fn balance_summary(
 }
 
 /// The balance, the points in expired lots not yet swept, and the open holds of the account
-/// `$1` at `$2`. The balance is what the lots hold: less the expired lots not yet swept (few,
+/// `$1` at `$2` (a hold a sweep labelled expired early, on a clock ahead of `$2`, still holds). The balance is what the lots hold: less the expired lots not yet swept (few,
 /// and found through the index of lots with points left) it is what is unexpired.
 const BALANCE_PARTS: &str = "COALESCE((SELECT balance FROM ledger_accounts WHERE id = $1), 0), \
      CAST(COALESCE((SELECT SUM(remaining) FROM ledger_lots WHERE account_id = $1 \
      AND remaining > 0 AND expires_at_ms <= $2), 0) AS BIGINT), \
      CAST(COALESCE((SELECT SUM(amount) FROM ledger_holds WHERE account_id = $1 \
-     AND status = 'open' AND expires_at_ms > $2), 0) AS BIGINT)";
+     AND status IN ('open', 'expired') AND expires_at_ms > $2), 0) AS BIGINT)";
 
 impl Balance {
     /// The balance from its [`BALANCE_PARTS`], without the lots.
