@@ -12,8 +12,9 @@
 //! How it behaves is told by the account's first word: `fail…` refuses the payment (502,
 //! status `failed`), `slow…` confirms it but answers after 3 s (longer than a plugin waits),
 //! `pending…` answers `pending` and confirms on the third status query, `pendingfail…` answers
-//! `pending` and fails on the third, `busy…` confirms it but answers 503 without a body (as a
-//! proxy in front of a busy biller would). Anything else is due 42.50 yuan and confirms at
+//! `pending` and fails on the third, `locked…` answers `pending` and its first two status
+//! queries 403 (then confirms), `busy…` confirms it but answers 503 without a body (as a proxy
+//! in front of a busy biller would). Anything else is due 42.50 yuan and confirms at
 //! once.
 
 use std::collections::HashMap;
@@ -74,7 +75,7 @@ async fn pay(State(bills): State<Bills>, Json(payment): Json<Payment>) -> Respon
     let account = payment.account.as_str();
     let status = if account.starts_with("fail") || payment.fen <= 0 {
         "failed"
-    } else if account.starts_with("pending") {
+    } else if account.starts_with("pending") || account.starts_with("locked") {
         "pending"
     } else {
         "confirmed"
@@ -116,6 +117,13 @@ async fn status(State(bills): State<Bills>, Path(payment): Path<String>) -> Resp
             .into_response();
     };
     *asked += 1;
+    if account.starts_with("locked") && *asked < 3 {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "the status service is locked"})),
+        )
+            .into_response();
+    }
     if status == "pending" && *asked >= 3 {
         *status = if account.starts_with("pendingfail") {
             "failed".into()

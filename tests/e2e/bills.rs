@@ -128,6 +128,13 @@ on_each_backend! {
         assert_eq!(host.sandbox_balance("judy").await, 100_000 - 4250);
         assert_eq!(points(&host, &judy).await, 10);
 
+        // Pending, and the status queries are refused (403) at first: an answer that is not
+        // the biller's word on the payment is asked again, never refunded.
+        let kim = host.token("kim", "cn");
+        pay(&host, &kim, "locked-1", "k1").await;
+        assert_eq!(final_receipt(&host, &kim).await["status"], "paid");
+        assert_eq!(host.sandbox_balance("kim").await, 100_000 - 4250);
+
         // Pending, then refused: refunded, no points.
         let erin = host.token("erin", "cn");
         pay(&host, &erin, "pendingfail-1", "e1").await;

@@ -289,7 +289,9 @@ enum BillerAnswer {
 }
 
 impl BillerAnswer {
-    fn of(answer: Result<HttpResponse, OutboundError>) -> Self {
+    /// The answer to `POST /pay`. Only then does a host refusal or a client error mean the
+    /// biller has not taken the payment: it was never sent, or refused as sent.
+    fn to_payment(answer: Result<HttpResponse, OutboundError>) -> Self {
         let response = match answer {
             Ok(response) => response,
             // Refused by the host before anything was sent.
@@ -301,21 +303,36 @@ impl BillerAnswer {
             // Sent, perhaps: a timeout, a connection lost mid-way, a reply too large to read.
             Err(_) => return BillerAnswer::Unknown,
         };
+        match Self::stated(&response) {
+            BillerAnswer::Unknown
+                if (400..500).contains(&response.status)
+                    && ![408, 429].contains(&response.status) =>
+            {
+                // A client error the biller answered itself: it did not take the payment. A
+                // timeout or too many requests may be retried; a 5xx may come from a proxy in
+                // front of a biller that has the payment.
+                BillerAnswer::Refused
+            }
+            answer => answer,
+        }
+    }
+
+    /// The answer to `GET /payments/{payment}`, asked of a payment the biller may have: only
+    /// its own word (`confirmed`, `failed`, or 404 for a payment it never saw) settles it;
+    /// anything else (the host refusing the request, a 403, a 5xx) is asked again later.
+    fn to_status(answer: Result<HttpResponse, OutboundError>) -> Self {
+        answer.map_or(BillerAnswer::Unknown, |response| Self::stated(&response))
+    }
+
+    /// What the biller's answer says in its own words, whatever the HTTP status.
+    fn stated(response: &HttpResponse) -> Self {
         let body: serde_json::Value = response.json().unwrap_or_default();
         match body["status"].as_str() {
-            Some("confirmed") if response.is_success() => {
+            Some("confirmed") => {
                 BillerAnswer::Confirmed(body["receipt"].as_str().map(str::to_owned))
             }
             Some("failed") => BillerAnswer::Refused,
             _ if response.status == 404 => BillerAnswer::NotFound,
-            // A client error the biller answered itself: it did not take the payment. A
-            // timeout or too many requests may be retried; a 5xx may come from a proxy in
-            // front of a biller that has the payment.
-            _ if (400..500).contains(&response.status)
-                && ![408, 429].contains(&response.status) =>
-            {
-                BillerAnswer::Refused
-            }
             _ => BillerAnswer::Unknown,
         }
     }
@@ -332,7 +349,7 @@ fn confirm(biller: &Biller, receipt: &mut Receipt) -> Result<Next, ScenarioError
             "fen": receipt.fen,
         }))
         .send();
-    match BillerAnswer::of(answer) {
+    match BillerAnswer::to_payment(answer) {
         // Not found, answered to a payment: the endpoint is wrong, so it was not taken.
         BillerAnswer::Refused | BillerAnswer::NotFound => {
             refund(receipt, "the biller did not accept the payment")
@@ -484,7 +501,7 @@ fn poll_pending(receipt: &mut Receipt) -> Result<Next, ScenarioError> {
         PaymentStatus::Pending => Ok(Next::PollAgain),
         PaymentStatus::Succeeded => {
             let answer = HttpRequest::get(&format!("{}/payments/{payment}", biller.api_url)).send();
-            match BillerAnswer::of(answer) {
+            match BillerAnswer::to_status(answer) {
                 // The biller never got it (the first request was lost, or the debit was
                 // pending until now): ask it now.
                 BillerAnswer::NotFound => confirm(&biller, receipt),
