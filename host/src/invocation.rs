@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::AppState;
 use crate::audit::fairness::DaySeed;
 use crate::audit::{Draws, InvocationRecord};
+use crate::commit::CommitError;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::{CallEvents, EventContext};
 use crate::identity::customers::Profile;
@@ -58,8 +59,7 @@ async fn execute(
     customer: Option<&Profile>,
     job: Option<(JobCall, JobLease)>,
 ) -> Result<String, ApiError> {
-    let plugin = &deployment.plugin;
-    let limits = plugin.limits;
+    let limits = deployment.plugin.limits;
     if call.body.len() as u64 > limits.request_bytes_max {
         return Err(ApiError::new(
             ErrorCode::RequestTooLarge,
@@ -70,15 +70,61 @@ async fn execute(
             ),
         ));
     }
+    if job.is_some() {
+        // A job's failed attempt is retried by the job runner.
+        return attempt(state, deployment, call, customer, job).await.0;
+    }
+    let again = Request {
+        request_id: format!("{}-again", call.request_id),
+        ..call.clone()
+    };
+    match attempt(state, deployment, call, customer, None).await {
+        // Its payments happened, its writes (the receipt, the job that follows the payment
+        // up) did not: the host retries it once, as the client is told to, as a new
+        // invocation. The plugin's payment keys find the same payments.
+        (Err(error), Outcome::LostRaceAfterPaying) => {
+            tracing::warn!(
+                plugin = %deployment.plugin.manifest.id,
+                request_id = %again.request_id,
+                code = error.code().as_str(),
+                "a call that made payments lost a race at commit; it runs again"
+            );
+            attempt(state, deployment, again, customer, None).await.0
+        }
+        (result, _) => result,
+    }
+}
+
+/// How an attempt ended, for [`execute`] to decide whether to run it again.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Final,
+    /// The call was answered payments, then its commit lost a race with another call (a
+    /// store value or a ledger rule changed under it): nothing of it landed but the payments.
+    LostRaceAfterPaying,
+}
+
+/// One run of `call` and the commit of its writes.
+async fn attempt(
+    state: &AppState,
+    deployment: &Arc<Deployment>,
+    call: Request,
+    customer: Option<&Profile>,
+    job: Option<(JobCall, JobLease)>,
+) -> (Result<String, ApiError>, Outcome) {
+    let plugin = &deployment.plugin;
     // The host's clock: the system's, unless a test fixed it (so plugins, jobs and draws
     // see the same time as schedules and expiry).
     let now =
         UNIX_EPOCH + std::time::Duration::from_millis(state.registry.clock.now_ms().max(0) as u64);
-    let seed = state
+    let seed = match state
         .fairness
         .seed(&plugin.manifest.id, &deployment.region, unix_ms(now))
         .await
-        .map_err(ApiError::internal)?;
+    {
+        Ok(seed) => seed,
+        Err(error) => return (Err(ApiError::internal(error)), Outcome::Final),
+    };
     let (mut input, mut record) = prepare(state, deployment, call, customer, now, &seed);
     let lease = job.map(|(job, lease)| {
         input.job = Some(job);
@@ -98,6 +144,7 @@ async fn execute(
     if output.result.is_ok() {
         output.writes.jobs.completes = lease;
     }
+    let mut outcome = Outcome::Final;
     let result = match output.result {
         Ok(body) if output.writes.is_empty() => {
             state.committer.record(record).await;
@@ -105,7 +152,14 @@ async fn execute(
         }
         Ok(body) => match state.committer.commit(output.writes, record).await {
             Ok(()) => Ok(body),
-            Err(error) => Err(ApiError::new(error.code(), error.to_string())),
+            Err(error) => {
+                if output.paid
+                    && matches!(error, CommitError::Conflict(_) | CommitError::Ledger { .. })
+                {
+                    outcome = Outcome::LostRaceAfterPaying;
+                }
+                Err(ApiError::new(error.code(), error.to_string()))
+            }
         },
         Err(error) => {
             record.outcome = error.code().as_str();
@@ -113,11 +167,11 @@ async fn execute(
             Err(call_error(error, &plugin.manifest.id))
         }
     };
-    let outcome = result.as_ref().err().map(ApiError::code);
+    let code = result.as_ref().err().map(ApiError::code);
     plugin
         .metrics
-        .record(outcome, output.elapsed, output.fuel_consumed);
-    result
+        .record(code, output.elapsed, output.fuel_consumed);
+    (result, outcome)
 }
 
 /// Everything a call at `now` needs, and its audit record so far. Its draws come from

@@ -161,6 +161,30 @@ on_each_backend! {
         host.stop().await;
     }
 
+    async fn a_bill_paid_as_the_points_budget_runs_out_is_kept_with_its_receipt() {
+        // 1,000 points a payment from a budget of 1,000: one award for eight payments at once.
+        let host = TestHost::start_with(&[BILLS], |config| config.jobs.poll_interval_ms = 20).await;
+        host.pay_water_bills_at_a_simulator(1000).await;
+        let customers: Vec<String> = (0..8).map(|n| format!("payer-{n}")).collect();
+        let tokens: Vec<String> = customers.iter().map(|c| host.token(c, "cn")).collect();
+        let pays = tokens.iter().map(|token| pay(&host, token, "0591-7", "p1"));
+        let replies = futures::future::join_all(pays).await;
+        // Each call made its debit before its commit found the budget taken by another: the
+        // host runs such a call again, which pays no points and keeps the receipt.
+        for reply in &replies {
+            assert_eq!((reply.status, reply.body["receipt"]["status"].as_str()), (200, Some("paid")), "{reply:?}");
+        }
+        let points: Vec<i64> = replies.iter().filter_map(|r| r.body["receipt"]["points"].as_i64()).collect();
+        assert_eq!(points.iter().filter(|p| **p == 1000).count(), 1, "{points:?}");
+        assert_eq!(points.iter().sum::<i64>(), 1000, "{points:?}");
+        for (customer, token) in customers.iter().zip(&tokens) {
+            assert_eq!(host.sandbox_balance(customer).await, 100_000 - 4250, "{customer} debited once");
+            let listed = host.call(token, "utility-payments", "receipts", json!(null)).await;
+            assert_eq!(listed.body["receipts"].as_array().map(Vec::len), Some(1), "{customer}: {listed:?}");
+        }
+        host.stop().await;
+    }
+
     async fn a_receipt_is_final_only_once_the_bank_has_moved_the_money() {
         let bank = CoreBank::default();
         let bank_url = bank.serve().await;

@@ -288,6 +288,8 @@ pub struct PaymentContext {
 pub struct CallPayments {
     parts: Option<Parts>,
     made: u32,
+    /// Whether a payment was answered to this call (new, or an earlier one of its key).
+    asked: bool,
     waited: Arc<AtomicU64>,
     wait_ms_max: u64,
 }
@@ -312,9 +314,15 @@ impl CallPayments {
         Self {
             parts: Some((db, bank, config, context)),
             made: 0,
+            asked: false,
             waited,
             wait_ms_max,
         }
+    }
+
+    /// Whether the call was answered a payment (made now or earlier under its key).
+    pub fn asked(&self) -> bool {
+        self.asked
     }
 
     fn parts(&self) -> Result<&Parts, HostFailure> {
@@ -392,12 +400,14 @@ impl CallPayments {
                     return Ok(Err(wit::PaymentError::ExistsWithDifferentRequest));
                 }
                 // A retry: answer the first payment as it stands now.
+                self.asked = true;
                 return Ok(Ok(self.settle(*earlier).await?.to_wit()));
             }
             Recorded::Refused(refusal) => return Ok(Err(refusal)),
         };
         let db = db.clone();
         self.made += 1;
+        self.asked = true;
         let outcome = self.ask(&stored, false).await;
         let settled = finish(&db, &stored, outcome).await.map_err(db_failure)?;
         Ok(Ok(settled.to_wit()))

@@ -228,6 +228,9 @@ pub struct CallOutput {
     pub elapsed: Duration,
     /// The draws the call made, whatever its outcome.
     pub draws: Vec<Draw>,
+    /// Whether the call asked `payments` for a payment (made now or earlier under its key):
+    /// an external effect its failing does not undo.
+    pub paid: bool,
 }
 
 /// Why a call produced no response.
@@ -698,6 +701,7 @@ impl Runtime {
             fuel_consumed,
             elapsed: started.elapsed(),
             draws: store.data_mut().random.take_recorded(),
+            paid: store.data().payments.asked(),
         }
     }
 }
