@@ -822,11 +822,10 @@ fn scenario_error(rejection: wit::ScenarioError, limits: &Limits) -> CallError {
         wit::ScenarioError::Conflict(detail) => (ErrorCode::ScenarioConflict, Some(detail)),
         wit::ScenarioError::UnknownAction => (ErrorCode::ScenarioActionUnknown, None),
     };
+    let sent = |detail: &wit::ErrorDetail| json_len(&detail.code) + json_len(&detail.message);
     match detail {
-        Some(detail)
-            if (detail.code.len() + detail.message.len()) as u64 > limits.response_bytes_max =>
-        {
-            too_large(detail.code.len() + detail.message.len(), limits)
+        Some(detail) if sent(&detail) as u64 > limits.response_bytes_max => {
+            too_large(sent(&detail), limits)
         }
         Some(detail) => CallError::Scenario {
             code,
@@ -839,6 +838,19 @@ fn scenario_error(rejection: wit::ScenarioError, limits: &Limits) -> CallError {
             message: "the plugin has no such action".into(),
         },
     }
+}
+
+/// The bytes `text` takes as a JSON string, quotes and escapes included (a control character
+/// is six), counted without building it.
+fn json_len(text: &str) -> usize {
+    2 + text
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if c < ' ' => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
 }
 
 fn too_large(bytes: usize, limits: &Limits) -> CallError {
@@ -859,4 +871,24 @@ fn check_response(body: String, limits: &Limits) -> Result<String, CallError> {
         return Err(CallError::ResponseInvalid);
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_len;
+
+    #[test]
+    fn json_len_counts_what_serde_json_writes() {
+        for text in [
+            "",
+            "plain",
+            "quote \" and backslash \\",
+            "lines\n\r\t and \u{8}\u{c}",
+            "control \u{1} \u{1f} and del \u{7f}",
+            "中文 and emoji 🎡",
+        ] {
+            let written = serde_json::to_string(text).expect("a string");
+            assert_eq!(json_len(text), written.len(), "{text:?}");
+        }
+    }
 }
