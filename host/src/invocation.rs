@@ -70,8 +70,10 @@ async fn execute(
             ),
         ));
     }
-    if job.is_some() {
-        // A job's failed attempt is retried by the job runner.
+    let pays = (deployment.plugin.manifest.capabilities.interfaces.iter()).any(|i| i == "payments");
+    if job.is_some() || !pays {
+        // A job's failed attempt is retried by the job runner; a plugin without `payments`
+        // cannot be left with payments made and writes lost (and pays no copy of its call).
         return attempt(state, deployment, call, customer, job).await.0;
     }
     let again = Request {
