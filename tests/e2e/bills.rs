@@ -5,7 +5,6 @@
 //! against a core-banking server that answers late or declines a refund: a receipt says
 //! `refunded` only once the bank has refunded, and polling goes on until the receipt is final.
 
-use lifecircle::config::Connector;
 use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
@@ -60,25 +59,6 @@ async fn final_receipt(host: &TestHost, token: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the receipt did not become final: {receipt}");
-}
-
-/// The host's record of every payment of `customer`, oldest first.
-async fn payments_of(host: &TestHost, customer: &str) -> Vec<Value> {
-    let listed = host
-        .request(
-            reqwest::Method::GET,
-            &format!("/admin/v1/payments?customer={customer}"),
-            Some(&host.state.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(listed.status, 200, "{listed:?}");
-    let mut payments = listed.body["payments"]
-        .as_array()
-        .expect("payments")
-        .clone();
-    payments.reverse();
-    payments
 }
 
 on_each_backend! {
@@ -191,10 +171,7 @@ on_each_backend! {
         let host = TestHost::start_with(&[BILLS], |config| {
             config.jobs.poll_interval_ms = 20;
             config.outbound.timeout_ms = 500;
-            config.payments.connector = Connector::Http;
-            config.payments.http_url = Some(bank_url.clone());
-            config.payments.http_token = Some("bank-secret".into());
-            config.payments.timeout_ms = 200;
+            CoreBank::connect(config, &bank_url);
         })
         .await;
         host.pay_water_bills_at_a_simulator(10).await;
@@ -213,7 +190,7 @@ on_each_backend! {
         pay(&host, &hank, "fail-1", "h1").await;
         let receipt = final_receipt(&host, &hank).await;
         assert_eq!(receipt["status"], "refunded", "{receipt}");
-        let payments = payments_of(&host, "slow-hank").await;
+        let payments = host.payments_of("slow-hank").await;
         let kinds: Vec<(&str, &str)> = payments.iter().map(|p| (p["kind"].as_str().unwrap_or(""), p["status"].as_str().unwrap_or(""))).collect();
         assert_eq!(kinds, [("debit", "succeeded"), ("refund", "succeeded")], "{payments:?}");
         assert_eq!(Some(&receipt["refund"]), payments.last().map(|p| &p["id"]));
@@ -226,7 +203,7 @@ on_each_backend! {
         assert_eq!(refunding.body["receipt"]["status"], "refunding", "{refunding:?}");
         let receipt = final_receipt(&host, &ivan).await;
         assert_eq!((receipt["status"].as_str(), receipt["refund_attempts"].as_u64()), (Some("refunded"), Some(2)), "{receipt}");
-        let payments = payments_of(&host, "frozen-ivan").await;
+        let payments = host.payments_of("frozen-ivan").await;
         let kinds: Vec<(&str, &str)> = payments.iter().map(|p| (p["kind"].as_str().unwrap_or(""), p["status"].as_str().unwrap_or(""))).collect();
         assert_eq!(kinds, [("debit", "succeeded"), ("refund", "failed"), ("refund", "succeeded")], "{payments:?}");
         let refund_orders = bank.received().iter().filter(|o| o["kind"] == "refund" && o["account"] == "frozen-ivan").count();

@@ -122,6 +122,16 @@ async fn budget(pool: &Pool) -> i64 {
         .expect("balance")
 }
 
+/// The stored status of `hold`.
+async fn hold_status(pool: &Pool, hold: &str) -> String {
+    let mut connection = pool.acquire().await.expect("connection");
+    let state = ledger::hold_state(&mut connection.conn(), PLUGIN, hold)
+        .await
+        .expect("read")
+        .expect("the hold");
+    state.status
+}
+
 async fn assert_invariants(pool: &Pool) {
     let mut connection = pool.acquire().await.expect("connection");
     let broken = ledger::audit_invariants(&mut connection.conn())
@@ -351,10 +361,7 @@ on_each_backend! {
         };
         transaction.commit().await.expect("commit");
 
-        let mut connection = db.pool.acquire().await.expect("connection");
-        let state = ledger::hold_state(&mut connection.conn(), PLUGIN, &hold).await.expect("read").expect("the hold");
-        drop(connection);
-        assert_eq!(state.status, "captured", "the capture that took the points names the hold");
+        assert_eq!(hold_status(&db.pool, &hold).await, "captured", "the capture that took the points names the hold");
         let after = balance(&db.pool, "alice", expires + 1).await;
         assert_eq!((after.total, after.available, after.held), (60, 60, 0), "{posting}");
         let again = run(&db.pool, "r1", expires + 1, Op::Release { hold: &hold }).await;
@@ -376,10 +383,7 @@ on_each_backend! {
         // For a call made before the hold lapsed it still holds, and can be captured.
         assert_eq!(balance(&db.pool, "alice", expires - 1).await.held, 60);
         run(&db.pool, "c1", expires - 1, Op::Capture { hold: &hold, amount: 10 }).await.expect("capture before the lapse");
-        let mut connection = db.pool.acquire().await.expect("connection");
-        let state = ledger::hold_state(&mut connection.conn(), PLUGIN, &hold).await.expect("read").expect("the hold");
-        drop(connection);
-        assert_eq!(state.status, "captured");
+        assert_eq!(hold_status(&db.pool, &hold).await, "captured");
         assert_eq!(balance(&db.pool, "alice", expires + 1_000).await.total, 90);
         assert_invariants(&db.pool).await;
         db.close().await;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use lifecircle::config::Connector;
 use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
@@ -132,10 +131,7 @@ on_each_backend! {
         let bank = CoreBank::default();
         let bank_url = bank.serve().await;
         let host = TestHost::start_with(&[HELLO], |config| {
-            config.payments.connector = Connector::Http;
-            config.payments.http_url = Some(bank_url.clone());
-            config.payments.http_token = Some("bank-secret".into());
-            config.payments.timeout_ms = 200;
+            CoreBank::connect(config, &bank_url);
         })
         .await;
         let confirm = format!("{biller}/confirm");

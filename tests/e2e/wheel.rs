@@ -4,7 +4,6 @@
 //! through payments (until the bank confirms it, when the bank answers late or declines), and
 //! a budget that runs out (never over-awarded).
 
-use lifecircle::config::Connector;
 use lifecircle_tests::core_bank::CoreBank;
 use lifecircle_tests::{Bundle, Reply, TestHost, on_each_backend};
 use serde_json::{Value, json};
@@ -132,10 +131,7 @@ on_each_backend! {
             config.jobs.poll_interval_ms = 20;
             // A run that fails is not retried: only the job's own next runs go on paying.
             config.jobs.attempts_max = 1;
-            config.payments.connector = Connector::Http;
-            config.payments.http_url = Some(bank_url.clone());
-            config.payments.http_token = Some("bank-secret".into());
-            config.payments.timeout_ms = 200;
+            CoreBank::connect(config, &bank_url);
         })
         .await;
         set_wheel(&host, json!({
@@ -154,11 +150,7 @@ on_each_backend! {
             assert_eq!(won.body["outcome"], "won", "{won:?}");
             let mut statuses = Vec::new();
             for _ in 0..500 {
-                let listed = host
-                    .request(reqwest::Method::GET, &format!("/admin/v1/payments?customer={customer}"), Some(&admin), None)
-                    .await;
-                let mut payments = listed.body["payments"].as_array().cloned().unwrap_or_default();
-                payments.reverse();
+                let payments = host.payments_of(customer).await;
                 statuses = payments.iter().map(|p| p["status"].as_str().unwrap_or("").to_owned()).collect();
                 if statuses.last().is_some_and(|s| s == "succeeded") {
                     break;

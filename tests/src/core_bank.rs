@@ -10,7 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use lifecircle::Config;
+use lifecircle::config::Connector;
 use serde_json::{Value, json};
+
+/// The bearer token the bank takes.
+const TOKEN: &str = "bank-secret";
 
 /// The bank, keyed by customer name: `poor-*` have no money, `slow-*` are answered late
 /// (after the transfer is done), `flaky-*` fail their first transfer before recording it,
@@ -34,6 +39,15 @@ impl CoreBank {
         let app = self.router();
         tokio::spawn(async move { axum::serve(listener, app).await });
         base
+    }
+
+    /// Points a host's payments at the bank served at `url`, waiting 200 ms for an answer
+    /// (`slow-*` customers are answered after 300 ms).
+    pub fn connect(config: &mut Config, url: &str) {
+        config.payments.connector = Connector::Http;
+        config.payments.http_url = Some(url.to_owned());
+        config.payments.http_token = Some(TOKEN.into());
+        config.payments.timeout_ms = 200;
     }
 
     fn router(&self) -> Router {
@@ -64,7 +78,9 @@ async fn execute(
     headers: axum::http::HeaderMap,
     axum::Json(order): axum::Json<Value>,
 ) -> axum::response::Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer bank-secret") {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(format!("Bearer {TOKEN}").as_str())
+    {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     bank.received.lock().expect("lock").push(order.clone());

@@ -535,6 +535,25 @@ impl TestHost {
         self.fund("cn", "utility-payments", 1000, "fund").await;
     }
 
+    /// The host's record of every payment of `customer`, oldest first.
+    pub async fn payments_of(&self, customer: &str) -> Vec<Value> {
+        let listed = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/admin/v1/payments?customer={customer}"),
+                Some(&self.state.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(listed.status, 200, "{listed:?}");
+        let mut payments = listed.body["payments"]
+            .as_array()
+            .expect("payments")
+            .clone();
+        payments.reverse();
+        payments
+    }
+
     /// The balance of `customer`'s sandbox bank account, in minor units.
     pub async fn sandbox_balance(&self, customer: &str) -> i64 {
         let reply = self
