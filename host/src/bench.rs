@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::Config;
 use crate::identity::Customer;
 use crate::invocation::prepare;
+use crate::metrics::{CommitTotals, Metrics};
 use crate::runtime::{self, Caller};
 use crate::{AppState, build, serve};
 
@@ -225,6 +226,7 @@ async fn http_table(
         Arc::new(|_, _| post_request("/echo", None, BODY)),
         connections,
         duration,
+        None,
     )
     .await?;
     bare.print("bare axum route (same JSON)");
@@ -233,6 +235,7 @@ async fn http_table(
         Arc::new(move |_, _| post_request("/v1/scenarios/hello/echo", Some(&token), BODY)),
         connections,
         duration,
+        Some(state.metrics.clone()),
     )
     .await?;
     host.print("lifecircle /v1/scenarios/hello/echo");
@@ -493,7 +496,14 @@ async fn ledger_case(
         );
         request
     });
-    let measured = http_case(address, make, connections, duration).await;
+    let measured = http_case(
+        address,
+        make,
+        connections,
+        duration,
+        Some(state.metrics.clone()),
+    )
+    .await;
     served.stop().await;
     measured
 }
@@ -606,7 +616,14 @@ async fn scenario_cases(
             );
             request
         });
-        let measured = http_case(address, make, connections, duration).await?;
+        let measured = http_case(
+            address,
+            make,
+            connections,
+            duration,
+            Some(state.metrics.clone()),
+        )
+        .await?;
         measured.print(label);
     }
     served.stop().await;
@@ -621,6 +638,33 @@ struct Measured {
     /// CPU time of the whole process (host and in-process load generator alike) per call,
     /// where the operating system reports it.
     cpu_us_per_call: Option<f64>,
+    /// What the host's commit writer did meanwhile; `None` for a server without one.
+    writer: Option<WriterShare>,
+}
+
+/// What the commit writer did over a case's measured window: every call's writes and audit
+/// record go through it, one transaction at a time, so it bounds what the host can commit.
+struct WriterShare {
+    /// Share of the window it spent writing, 0 to 1.
+    busy: f64,
+    /// Its writing time per call it wrote (waits for a CPU and the disk included).
+    us_per_call: f64,
+    /// Calls per transaction.
+    calls_per_batch: f64,
+}
+
+impl WriterShare {
+    /// The writer's work between `before` and `after`, over a window of `elapsed`.
+    fn between(before: CommitTotals, after: CommitTotals, elapsed: Duration) -> Option<Self> {
+        let calls = after.calls.checked_sub(before.calls).filter(|c| *c > 0)? as f64;
+        let batches = after.batches.saturating_sub(before.batches).max(1) as f64;
+        let busy = after.busy.saturating_sub(before.busy).as_secs_f64();
+        Some(WriterShare {
+            busy: busy / elapsed.as_secs_f64(),
+            us_per_call: busy * 1e6 / calls,
+            calls_per_batch: calls / batches,
+        })
+    }
 }
 
 impl Measured {
@@ -629,8 +673,18 @@ impl Measured {
         let cpu = self
             .cpu_us_per_call
             .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.0}"));
+        let (busy, writer_us, per_batch) = self.writer.as_ref().map_or_else(
+            || ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            |w| {
+                (
+                    format!("{:.0}%", w.busy * 100.0),
+                    format!("{:.0}", w.us_per_call),
+                    format!("{:.1}", w.calls_per_batch),
+                )
+            },
+        );
         println!(
-            "{label:>34} {:>12.0} {:>10.1} {:>10.1} {cpu:>12}",
+            "{label:>34} {:>12.0} {:>10.1} {:>10.1} {cpu:>12} {busy:>12} {writer_us:>15} {per_batch:>12}",
             self.rate, self.p50_us, self.p99_us
         );
     }
@@ -639,8 +693,8 @@ impl Measured {
 /// Prints the header of a table of [`Measured`] rows.
 fn print_header(first: &str, rate: &str) {
     println!(
-        "{first:>34} {rate:>12} {:>10} {:>10} {:>12}",
-        "p50 µs", "p99 µs", "CPU µs/call"
+        "{first:>34} {rate:>12} {:>10} {:>10} {:>12} {:>12} {:>15} {:>12}",
+        "p50 µs", "p99 µs", "CPU µs/call", "writer busy", "writer µs/call", "calls/batch"
     );
 }
 
@@ -671,6 +725,7 @@ fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, cpu: Option<Duration
         cpu_us_per_call: cpu
             .filter(|_| !latencies_ns.is_empty())
             .map(|cpu| cpu.as_secs_f64() * 1e6 / latencies_ns.len() as f64),
+        writer: None,
     }
 }
 
@@ -781,12 +836,14 @@ fn post_request(path: &str, token: Option<&str>, body: &str) -> Request<Full<Byt
         .expect("a valid request")
 }
 
-/// Sends requests on `connections` keep-alive connections for `duration`.
+/// Sends requests on `connections` keep-alive connections for `duration`; with the host's
+/// `metrics`, measures its commit writer too.
 async fn http_case(
     address: SocketAddr,
     make: MakeRequest,
     connections: usize,
     duration: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<Measured> {
     let warm_up = Duration::from_millis(500);
     let begin = Instant::now() + warm_up;
@@ -826,18 +883,30 @@ async fn http_case(
             anyhow::Ok(latencies)
         }));
     }
-    // The process's CPU time over the measured window (after the warm-up).
-    let cpu = tokio::spawn(async move {
+    // The process's CPU time and the writer's work over the measured window (after the
+    // warm-up).
+    let window = tokio::spawn(async move {
+        let writer = || metrics.as_ref().map(|m| m.commit.totals());
         tokio::time::sleep_until(begin.into()).await;
-        let before = process_cpu();
+        let (cpu_before, writer_before) = (process_cpu(), writer());
         tokio::time::sleep_until(end.into()).await;
-        Some(process_cpu()?.saturating_sub(before?))
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        let share = writer()
+            .zip(writer_before)
+            .and_then(|(after, before)| WriterShare::between(before, after, duration));
+        (cpu, share)
     });
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await??);
     }
-    Ok(summarize(all, duration, cpu.await?))
+    let (cpu, writer) = window.await?;
+    Ok(Measured {
+        writer,
+        ..summarize(all, duration, cpu)
+    })
 }
 
 /// A host serving `state` on a free loopback port, for the HTTP cases.

@@ -8,6 +8,8 @@
 //! commit; alone, a call commits at once. A call with writes is answered only after its batch
 //! is on disk; a read-only call's audit record is queued without waiting.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{self, InvocationRecord};
@@ -17,6 +19,7 @@ use crate::jobs::{self, JobConflict, JobWrites, StagedJobs};
 use crate::ledger::{
     Batch, BufferedOperation, LedgerError, Operation, Request as LedgerRequest, Write,
 };
+use crate::metrics::Metrics;
 use crate::store::{ApplyError, Staged, WriteSet};
 
 /// Calls committed in one transaction at most.
@@ -81,11 +84,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer on `db`, on [`crate::db::writer_runtime`]. It stops when every handle
-    /// is dropped.
-    pub fn start(db: Db) -> Committer {
+    /// Starts the writer on `db`, on [`crate::db::writer_runtime`], counting its batches in
+    /// `metrics`. It stops when every handle is dropped.
+    pub fn start(db: Db, metrics: Arc<Metrics>) -> Committer {
         let (sender, receiver) = mpsc::channel(QUEUE_MAX);
-        crate::db::writer_runtime().spawn(run(db, receiver));
+        crate::db::writer_runtime().spawn(run(db, receiver, metrics));
         Committer { sender }
     }
 
@@ -148,7 +151,7 @@ fn lost_a_race(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("23505" | "40001" | "40P01")))
 }
 
-async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
+async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
         let started = std::time::Instant::now();
@@ -162,10 +165,17 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
                 _ => break,
             }
         }
+        let elapsed = started.elapsed();
+        let calls = batch
+            .iter()
+            .filter(|commit| commit.record.is_some())
+            .count();
+        // Counted before the calls are answered, so a caller that waited sees its batch.
+        metrics.commit.record(calls, elapsed, written.is_ok());
         tracing::debug!(
-            calls = batch.len(),
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "batch committed"
+            calls,
+            elapsed_us = elapsed.as_micros() as u64,
+            "batch written"
         );
         match written {
             Ok(results) => {
@@ -185,7 +195,9 @@ async fn run(db: Db, mut receiver: mpsc::Receiver<Commit>) {
             }
         }
         // Between batches nothing else writes: the moment to start a long WAL over.
+        let restarting = std::time::Instant::now();
         db.restart_wal_if_due().await;
+        metrics.commit.add_busy(restarting.elapsed());
     }
 }
 
@@ -400,9 +412,9 @@ mod tests {
         let db = Db::open_with(&format!("sqlite://{}", path.display()), &sqlite)
             .await
             .expect("the database opens");
-        let committer = Committer::start(db.clone());
+        let committer = Committer::start(db.clone(), Arc::default());
         let wal = dir.path().join("wal.db-wal");
-        let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         // A reader that always has a read going, as a serving host does.
         let reader = {
             let db = db.clone();

@@ -233,7 +233,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         std::time::Duration::from_millis(config.identity.customer_cache_ms),
         config.identity.customer_cache_entries,
     );
-    let committer = commit::Committer::start(db.clone());
+    let committer = commit::Committer::start(db.clone(), metrics.clone());
     ledger::start_sweeper(
         db.clone(),
         std::time::Duration::from_secs(config.ledger.sweep_interval_seconds),

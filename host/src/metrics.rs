@@ -1,5 +1,6 @@
-//! Prometheus metrics of plugin invocations: counts by outcome, a latency histogram and fuel,
-//! per plugin. Counters are atomics, so recording costs no lock on the request path.
+//! Prometheus metrics of plugin invocations (counts by outcome, a latency histogram and fuel,
+//! per plugin) and of the commit writer. Counters are atomics, so recording costs no lock on
+//! the request path.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,11 +54,88 @@ impl PluginMetrics {
     }
 }
 
-/// All plugins' metrics. A plugin's counters are created when a version of it is first
-/// loaded and handed to it, so recording a call takes no lock.
+/// The commit writer's counters. Every write goes through the one writer, so the share of
+/// time it is busy says how close the host is to the most it can commit: near 100%, more
+/// load only makes calls wait longer.
+#[derive(Default)]
+pub struct CommitMetrics {
+    committed: AtomicU64,
+    rolled_back: AtomicU64,
+    calls: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
+/// What the commit writer has done since the host started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTotals {
+    /// Transactions written, committed or rolled back.
+    pub batches: u64,
+    /// Invocations they carried (with writes or only their audit record).
+    pub calls: u64,
+    /// Time spent writing them, and keeping SQLite's write-ahead log bounded between them.
+    pub busy: Duration,
+}
+
+impl CommitMetrics {
+    /// Records one transaction of `calls` invocations that took `elapsed`.
+    pub fn record(&self, calls: usize, elapsed: Duration, committed: bool) {
+        let counter = if committed {
+            &self.committed
+        } else {
+            &self.rolled_back
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
+        self.add_busy(elapsed);
+    }
+
+    /// Adds `elapsed` the writer spent between transactions (keeping the WAL bounded).
+    pub fn add_busy(&self, elapsed: Duration) {
+        self.busy_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The totals so far.
+    pub fn totals(&self) -> CommitTotals {
+        CommitTotals {
+            batches: self.committed.load(Ordering::Relaxed)
+                + self.rolled_back.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed),
+            busy: Duration::from_micros(self.busy_micros.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP lifecircle_commit_batches_total Transactions the commit writer wrote, by result.\n");
+        out.push_str("# TYPE lifecircle_commit_batches_total counter\n");
+        for (result, counter) in [
+            ("committed", &self.committed),
+            ("rolled_back", &self.rolled_back),
+        ] {
+            let count = counter.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "lifecircle_commit_batches_total{{result=\"{result}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP lifecircle_commit_calls_total Invocations the commit writer wrote, with their writes or only their audit record.\n");
+        out.push_str("# TYPE lifecircle_commit_calls_total counter\n");
+        let calls = self.calls.load(Ordering::Relaxed);
+        let _ = writeln!(out, "lifecircle_commit_calls_total {calls}");
+        out.push_str("# HELP lifecircle_commit_busy_seconds_total Time the commit writer spent writing; a rate near 1 means it is the ceiling.\n");
+        out.push_str("# TYPE lifecircle_commit_busy_seconds_total counter\n");
+        let busy = self.busy_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "lifecircle_commit_busy_seconds_total {busy}");
+    }
+}
+
+/// All plugins' metrics, and the commit writer's. A plugin's counters are created when a
+/// version of it is first loaded and handed to it, so recording a call takes no lock.
 #[derive(Default)]
 pub struct Metrics {
     plugins: std::sync::RwLock<BTreeMap<String, Arc<PluginMetrics>>>,
+    /// The commit writer's counters.
+    pub commit: CommitMetrics,
 }
 
 impl Metrics {
@@ -133,6 +211,7 @@ impl Metrics {
                 "lifecircle_fuel_consumed_total{{plugin=\"{plugin}\"}} {fuel}"
             );
         }
+        self.commit.render(&mut out);
         out
     }
 }
@@ -165,6 +244,38 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
         assert!(
             text.contains("lifecircle_fuel_consumed_total{plugin=\"hello\"} 1000"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn commit_counters_add_up_batches_calls_and_busy_time() {
+        let metrics = Metrics::default();
+        metrics.commit.record(16, Duration::from_millis(3), true);
+        metrics.commit.record(2, Duration::from_micros(500), false);
+        assert_eq!(
+            metrics.commit.totals(),
+            CommitTotals {
+                batches: 2,
+                calls: 18,
+                busy: Duration::from_micros(3500),
+            }
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("lifecircle_commit_batches_total{result=\"committed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifecircle_commit_batches_total{result=\"rolled_back\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifecircle_commit_calls_total 18\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lifecircle_commit_busy_seconds_total 0.0035\n"),
             "{text}"
         );
     }

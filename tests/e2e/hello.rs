@@ -276,6 +276,22 @@ on_each_backend! {
             metrics.contains("lifecircle_fuel_consumed_total{plugin=\"hello\"}"),
             "{metrics}"
         );
+        // Both calls' audit records went through the commit writer.
+        host.state.committer.flush().await.expect("the writer answers");
+        let (_, metrics) = host.get_text("/metrics").await;
+        assert!(
+            metrics.contains("lifecircle_commit_calls_total 2\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("lifecircle_commit_batches_total{result=\"rolled_back\"} 0"),
+            "{metrics}"
+        );
+        let committed = host.state.metrics.commit.totals();
+        assert!(
+            (1..=3).contains(&committed.batches) && committed.busy > std::time::Duration::ZERO,
+            "{committed:?}"
+        );
         host.stop().await;
     }
 
