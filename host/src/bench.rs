@@ -193,7 +193,6 @@ async fn http_table(
         .mint(&customer, Duration::from_secs(3600))
         .context(NO_SECRET)?;
     let lifecircle = Served::start(state).await?;
-    let lifecircle_address = lifecircle.address;
     let (bare_address, stop_bare) = {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
@@ -230,14 +229,13 @@ async fn http_table(
     )
     .await?;
     bare.print("bare axum route (same JSON)");
-    let host = http_case(
-        lifecircle_address,
-        Arc::new(move |_, _| post_request("/v1/scenarios/hello/echo", Some(&token), BODY)),
-        connections,
-        duration,
-        Some(state.metrics.clone()),
-    )
-    .await?;
+    let host = lifecircle
+        .measure(
+            Arc::new(move |_, _| post_request("/v1/scenarios/hello/echo", Some(&token), BODY)),
+            connections,
+            duration,
+        )
+        .await?;
     host.print("lifecircle /v1/scenarios/hello/echo");
     println!("ratio lifecircle / bare axum: {:.2}", host.rate / bare.rate);
     lifecircle.stop().await;
@@ -483,7 +481,6 @@ async fn ledger_case(
     }
     let tokens = mint_tokens(state, connections, REGION, customer)?;
     let served = Served::start(state).await?;
-    let address = served.address;
     let make: MakeRequest = Arc::new(move |connection, n| {
         let mut request = post_request(
             "/v1/scenarios/points-demo/churn",
@@ -496,14 +493,7 @@ async fn ledger_case(
         );
         request
     });
-    let measured = http_case(
-        address,
-        make,
-        connections,
-        duration,
-        Some(state.metrics.clone()),
-    )
-    .await;
+    let measured = served.measure(make, connections, duration).await;
     served.stop().await;
     measured
 }
@@ -591,7 +581,6 @@ async fn scenario_cases(
         format!("bench-scenario-{index}")
     })?;
     let served = Served::start(state).await?;
-    let address = served.address;
     println!();
     println!(
         "Scenarios: reference plugins' hot actions, {connections} connections (one customer each) on SQLite, {} s per row",
@@ -616,14 +605,7 @@ async fn scenario_cases(
             );
             request
         });
-        let measured = http_case(
-            address,
-            make,
-            connections,
-            duration,
-            Some(state.metrics.clone()),
-        )
-        .await?;
+        let measured = served.measure(make, connections, duration).await?;
         measured.print(label);
     }
     served.stop().await;
@@ -912,6 +894,7 @@ async fn http_case(
 /// A host serving `state` on a free loopback port, for the HTTP cases.
 struct Served {
     address: SocketAddr,
+    metrics: Arc<Metrics>,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -930,9 +913,21 @@ impl Served {
         ));
         Ok(Served {
             address,
+            metrics: state.metrics.clone(),
             stop,
             served,
         })
+    }
+
+    /// [`http_case`] against this host, its commit writer measured too.
+    async fn measure(
+        &self,
+        make: MakeRequest,
+        connections: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Measured> {
+        let metrics = Some(self.metrics.clone());
+        http_case(self.address, make, connections, duration, metrics).await
     }
 
     /// Stops serving and waits until the host has.
