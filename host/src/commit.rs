@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::{self, InvocationRecord};
 use crate::db::Db;
 use crate::error::ErrorCode;
-use crate::jobs::{self, JobConflict, JobWrites, StagedJobs};
+use crate::jobs::{self, JobConflict, JobWrites, NewJob, StagedJobs};
 use crate::ledger::{
     Batch, BufferedOperation, LedgerError, Operation, Request as LedgerRequest, Write,
 };
@@ -72,7 +72,7 @@ impl CommitError {
 
 struct Commit {
     writes: WriteSet,
-    /// `None` for a flush marker.
+    /// `None` for a flush marker and for the host's own jobs.
     record: Option<InvocationRecord>,
     done: Option<oneshot::Sender<Result<(), CommitError>>>,
 }
@@ -104,6 +104,29 @@ impl Committer {
             .send(Commit {
                 writes,
                 record: Some(record),
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| CommitError::Unavailable)?;
+        answer.await.unwrap_or(Err(CommitError::Unavailable))
+    }
+
+    /// Commits `job`, scheduled by the host rather than by a call, and waits until it is on
+    /// disk. It does not count against its plugin's limit of pending jobs.
+    pub async fn commit_jobs(&self, job: NewJob) -> Result<(), CommitError> {
+        let (done, answer) = oneshot::channel();
+        let writes = WriteSet {
+            jobs: JobWrites {
+                new: vec![job],
+                pending_max: u64::MAX,
+                ..JobWrites::default()
+            },
+            ..WriteSet::default()
+        };
+        self.sender
+            .send(Commit {
+                writes,
+                record: None,
                 done: Some(done),
             })
             .await

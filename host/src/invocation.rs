@@ -13,7 +13,7 @@ use crate::commit::CommitError;
 use crate::error::{ApiError, ErrorCode};
 use crate::events::{CallEvents, EventContext};
 use crate::identity::customers::Profile;
-use crate::jobs::{CallJobs, JobContext, JobLease, JobSettings};
+use crate::jobs::{self, CallJobs, JobContext, JobLease, JobSettings, NewJob};
 use crate::ledger::{CallLedger, LedgerSettings};
 use crate::outbound::CallOutbound;
 use crate::payments::{CallPayments, PaymentContext};
@@ -28,13 +28,45 @@ use crate::vouchers::{CallVouchers, VoucherContext};
 ///
 /// `customer` is the calling customer's profile: its number is for the ledger (the plugin
 /// never sees it), its granted fields for `identity`.
+///
+/// A call that was answered payments and then failed is run again: at once, once, when it
+/// lost a race at commit; and, if it still did not land, later, as a host job
+/// ([`jobs::CALL_AGAIN`]) committed before the error is answered. Its payments happened; its
+/// writes (a receipt, the job that follows the payment up) did not. The plugin's payment
+/// keys find the same payments when it runs again, as they do when the client retries.
 pub async fn invoke(
     state: &AppState,
     deployment: &Arc<Deployment>,
     call: Request,
     customer: Option<&Profile>,
 ) -> Result<String, ApiError> {
-    execute(state, deployment, call, customer, None).await
+    let pays = (deployment.plugin.manifest.capabilities.interfaces.iter()).any(|i| i == "payments");
+    if !pays {
+        // A plugin without `payments` cannot be left with payments made and writes lost (and
+        // pays no copy of its call).
+        return attempt(state, deployment, call, customer, None, None)
+            .await
+            .0;
+    }
+    let (mut result, mut outcome) =
+        attempt(state, deployment, call.clone(), customer, None, None).await;
+    if let (Err(error), Outcome::LostRaceAfterPaying) = (&result, &outcome) {
+        let again = Request {
+            request_id: format!("{}-again", call.request_id),
+            ..call.clone()
+        };
+        tracing::warn!(
+            plugin = %deployment.plugin.manifest.id,
+            request_id = %again.request_id,
+            code = error.code().as_str(),
+            "a call that made payments lost a race at commit; it runs again"
+        );
+        (result, outcome) = attempt(state, deployment, again, customer, None, None).await;
+    }
+    if result.is_err() && outcome != Outcome::Final {
+        call_again_later(state, deployment, &call, customer).await;
+    }
+    result
 }
 
 /// Runs one attempt of a job (`call` carries its payload as the body) through the plugin's
@@ -47,63 +79,85 @@ pub async fn run_job(
     job: JobCall,
     lease: JobLease,
 ) -> Result<(), ApiError> {
-    execute(state, deployment, call, customer, Some((job, lease)))
+    attempt(state, deployment, call, customer, Some(job), Some(lease))
         .await
+        .0
         .map(drop)
 }
 
-async fn execute(
+/// Runs a call again for a [`jobs::CALL_AGAIN`] job, through `handle`; its writes commit with
+/// the job's completion, only while `lease` holds. A failure is retried by the job runner.
+pub async fn run_again(
     state: &AppState,
     deployment: &Arc<Deployment>,
     call: Request,
     customer: Option<&Profile>,
-    job: Option<(JobCall, JobLease)>,
-) -> Result<String, ApiError> {
-    let limits = deployment.plugin.limits;
-    if call.body.len() as u64 > limits.request_bytes_max {
-        return Err(ApiError::new(
-            ErrorCode::RequestTooLarge,
-            format!(
-                "the request body is {} bytes; this scenario accepts at most {}",
-                call.body.len(),
-                limits.request_bytes_max
-            ),
-        ));
-    }
-    let pays = (deployment.plugin.manifest.capabilities.interfaces.iter()).any(|i| i == "payments");
-    if job.is_some() || !pays {
-        // A job's failed attempt is retried by the job runner; a plugin without `payments`
-        // cannot be left with payments made and writes lost (and pays no copy of its call).
-        return attempt(state, deployment, call, customer, job).await.0;
-    }
-    let again = Request {
-        request_id: format!("{}-again", call.request_id),
-        ..call.clone()
+    lease: JobLease,
+) -> Result<(), ApiError> {
+    attempt(state, deployment, call, customer, None, Some(lease))
+        .await
+        .0
+        .map(drop)
+}
+
+/// Commits a [`jobs::CALL_AGAIN`] job for `call`, due after the jobs' first backoff.
+async fn call_again_later(
+    state: &AppState,
+    deployment: &Deployment,
+    call: &Request,
+    customer: Option<&Profile>,
+) {
+    let plugin_id = &deployment.plugin.manifest.id;
+    let now_ms = state.registry.clock.now_ms();
+    let (caller_kind, caller) = caller_parts(&call.caller);
+    let payload = serde_json::to_string(&jobs::CallAgain {
+        action: call.action.clone(),
+        body: call.body.clone(),
+        idempotency_key: call.idempotency_key.clone(),
+    })
+    .unwrap_or_default();
+    let job = NewJob {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        plugin_id: plugin_id.clone(),
+        region: call.region.clone(),
+        name: jobs::CALL_AGAIN.to_owned(),
+        payload,
+        key: format!("{}:{}", jobs::CALL_AGAIN, call.request_id),
+        caller_kind,
+        caller,
+        customer_number: customer.map(|c| c.customer_number.clone()),
+        due_at_ms: now_ms + jobs::runner::backoff_ms(&state.config.jobs, 1),
+        created_at_ms: now_ms,
+        scheduled_by: call.request_id.clone(),
     };
-    match attempt(state, deployment, call, customer, None).await {
-        // Its payments happened, its writes (the receipt, the job that follows the payment
-        // up) did not: the host retries it once, as the client is told to, as a new
-        // invocation. The plugin's payment keys find the same payments.
-        (Err(error), Outcome::LostRaceAfterPaying) => {
-            tracing::warn!(
-                plugin = %deployment.plugin.manifest.id,
-                request_id = %again.request_id,
-                code = error.code().as_str(),
-                "a call that made payments lost a race at commit; it runs again"
-            );
-            attempt(state, deployment, again, customer, None).await.0
-        }
-        (result, _) => result,
+    let id = job.id.clone();
+    match state.committer.commit_jobs(job).await {
+        Ok(()) => tracing::warn!(
+            plugin = %plugin_id,
+            request_id = %call.request_id,
+            job = %id,
+            "a call that made payments failed; the host runs it again as a job"
+        ),
+        Err(error) => tracing::error!(
+            plugin = %plugin_id,
+            request_id = %call.request_id,
+            %error,
+            "a call that made payments failed and could not be scheduled to run again; \
+             its payments are in GET /admin/v1/payments"
+        ),
     }
 }
 
-/// How an attempt ended, for [`execute`] to decide whether to run it again.
+/// How an attempt ended, for [`invoke`] to decide whether to run it again.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Final,
     /// The call was answered payments, then its commit lost a race with another call (a
     /// store value or a ledger rule changed under it): nothing of it landed but the payments.
     LostRaceAfterPaying,
+    /// The call was answered payments, then failed otherwise (an error, a trap, a limit, a
+    /// commit that failed): nothing of it landed but the payments.
+    FailedAfterPaying,
 }
 
 /// One run of `call` and the commit of its writes.
@@ -112,9 +166,22 @@ async fn attempt(
     deployment: &Arc<Deployment>,
     call: Request,
     customer: Option<&Profile>,
-    job: Option<(JobCall, JobLease)>,
+    job: Option<JobCall>,
+    lease: Option<JobLease>,
 ) -> (Result<String, ApiError>, Outcome) {
     let plugin = &deployment.plugin;
+    let limits = plugin.limits;
+    if call.body.len() as u64 > limits.request_bytes_max {
+        let error = ApiError::new(
+            ErrorCode::RequestTooLarge,
+            format!(
+                "the request body is {} bytes; this scenario accepts at most {}",
+                call.body.len(),
+                limits.request_bytes_max
+            ),
+        );
+        return (Err(error), Outcome::Final);
+    }
     // The host's clock: the system's, unless a test fixed it (so plugins, jobs and draws
     // see the same time as schedules and expiry).
     let now =
@@ -128,10 +195,7 @@ async fn attempt(
         Err(error) => return (Err(ApiError::internal(error)), Outcome::Final),
     };
     let (mut input, mut record) = prepare(state, deployment, call, customer, now, &seed);
-    let lease = job.map(|(job, lease)| {
-        input.job = Some(job);
-        lease
-    });
+    input.job = job;
     let mut output = state.runtime.call(&plugin.compiled, input).await;
     record.fuel_consumed = output.fuel_consumed;
     record.duration_us = output.elapsed.as_micros() as u64;
@@ -169,6 +233,9 @@ async fn attempt(
             Err(call_error(error, &plugin.manifest.id))
         }
     };
+    if result.is_err() && output.paid && outcome == Outcome::Final {
+        outcome = Outcome::FailedAfterPaying;
+    }
     let code = result.as_ref().err().map(ApiError::code);
     plugin
         .metrics
@@ -203,11 +270,7 @@ pub fn prepare(
             read_bytes_max: limits.memory_bytes_max,
         },
     );
-    let (caller_kind, caller_name) = match &call.caller {
-        Caller::Customer { pseudonym } => ("customer", pseudonym.clone()),
-        Caller::Partner { partner_id } => ("partner", partner_id.clone()),
-        Caller::Scheduler => ("scheduler", String::new()),
-    };
+    let (caller_kind, caller_name) = caller_parts(&call.caller);
     let now_ms = unix_ms(now);
     let record = InvocationRecord {
         id: call.request_id.clone(),
@@ -330,6 +393,15 @@ pub fn prepare(
         vouchers,
     };
     (input, record)
+}
+
+/// The kind of `caller` (`customer`, `partner`, `scheduler`) and its pseudonym or partner id.
+fn caller_parts(caller: &Caller) -> (&'static str, String) {
+    match caller {
+        Caller::Customer { pseudonym } => ("customer", pseudonym.clone()),
+        Caller::Partner { partner_id } => ("partner", partner_id.clone()),
+        Caller::Scheduler => ("scheduler", String::new()),
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -64,7 +64,8 @@ pub enum When {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ScheduleError {
-    /// The name is empty or longer than 64 bytes of letters, digits, `-`, `_` and `.`.
+    /// The name is not 1 to 64 bytes of letters, digits, `-`, `_` and `.`, or it starts with
+    /// `lifecircle.` (the host's own jobs).
     InvalidName,
     /// The payload does not serialize to JSON.
     PayloadNotJson,
@@ -91,7 +92,11 @@ impl fmt::Display for ScheduleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidName => {
-                write!(f, "job names are 1 to 64 letters, digits, '-', '_' or '.'")
+                write!(
+                    f,
+                    "job names are 1 to 64 letters, digits, '-', '_' or '.', not starting \
+                     with 'lifecircle.'"
+                )
             }
             Self::PayloadNotJson => write!(f, "the job's payload is not JSON"),
             Self::PayloadTooLarge { max_bytes } => {

@@ -53,7 +53,7 @@ fn tight_limits(config: &mut Config) {
 }
 
 /// (plugin, action, body, status, code)
-const CASES: [(&str, &str, &str, u16, &str); 27] = [
+const CASES: [(&str, &str, &str, u16, &str); 29] = [
     ("hostile-loop", "spin", "null", 504, "plugin_fuel_exhausted"),
     (
         "hostile-loop-unfueled",
@@ -175,6 +175,21 @@ const CASES: [(&str, &str, &str, u16, &str); 27] = [
         "scenario_refused",
     ),
     ("hostile-jobs", "big-payload", r#"{"bytes": 100}"#, 200, ""),
+    // Job names starting with `lifecircle.` are the host's own.
+    (
+        "hostile-jobs",
+        "named",
+        r#"{"name": "lifecircle.call-again"}"#,
+        422,
+        "scenario_refused",
+    ),
+    (
+        "hostile-jobs",
+        "named",
+        r#"{"name": "lifecircle-call-again"}"#,
+        200,
+        "",
+    ),
     // Ledger keys are kept forever: none empty, none past ledger.key_bytes_max.
     (
         "hostile-ledger",
@@ -281,7 +296,10 @@ async fn every_hostile_plugin_is_contained_while_hello_keeps_answering() {
     let jobs = host
         .count("SELECT COUNT(*) FROM jobs WHERE plugin_id = 'hostile-jobs'")
         .await;
-    assert_eq!(jobs, 1, "only the one job within its limits was scheduled");
+    assert_eq!(
+        jobs, 2,
+        "only the two jobs within the limits (a small payload, a name not the host's) were scheduled"
+    );
     let reply = host.call(&token, "hello", "count", json!(null)).await;
     assert_eq!(reply.body, json!({"count": 1}));
     host.stop().await;

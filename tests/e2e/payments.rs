@@ -182,4 +182,115 @@ on_each_backend! {
         assert_eq!(host.sandbox_balance("alice").await, 100_000 - 3);
         host.stop().await;
     }
+
+    async fn a_call_that_fails_after_paying_is_run_again_until_it_lands() {
+        let host = TestHost::start_with(&[HOSTILE], |config| {
+            config.jobs.poll_interval_ms = 20;
+            config.jobs.backoff_initial_ms = 1_000;
+            config.jobs.backoff_max_ms = 1_000;
+            config.jobs.attempts_max = 5;
+        })
+        .await;
+        let clock = &host.state.registry.clock;
+        let start_ms = clock.now_ms();
+        clock.set_ms(start_ms);
+        let token = host.token("alice", "cn");
+        // The plugin traps after its debit for the next minute.
+        let body = json!({"fen": 250, "trap_until_s": start_ms / 1000 + 60});
+        let trapped = pay_then_trap(&host, &token, &body, "bill-1").await;
+        assert_eq!(trapped.code(), "plugin_trapped", "{trapped:?}");
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 250, "debited");
+        // Answered only once the host's job to run the call again is on disk.
+        let pending = hostile_jobs(&host, "pending").await;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0]["name"], "lifecircle.call-again");
+        assert_eq!(pending[0]["scheduled_by"], trapped.request_id);
+        assert_eq!(pending[0]["caller_kind"], "customer");
+        assert_eq!(pending[0]["due_at_ms"], start_ms + 1_000);
+        let id = pending[0]["id"].as_str().expect("job id").to_owned();
+        // Still trapping: the run fails and is retried after the backoff.
+        clock.set_ms(start_ms + 1_000);
+        let retried = await_job(&host, &id, |j| j["attempts"] == 1 && j["status"] == "pending").await;
+        assert!(
+            retried["last_error"].as_str().is_some_and(|e| e.starts_with("plugin_trapped")),
+            "{retried}"
+        );
+        // Past the trap: the call lands, with the payment it was answered the first time.
+        clock.set_ms(start_ms + 61_000);
+        let done = await_job(&host, &id, |j| j["status"] == "done").await;
+        assert_eq!(done["attempts"], 2, "{done}");
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 250, "debited once");
+        let payments = host.payments_of("alice").await;
+        assert_eq!(payments.len(), 1, "{payments:?}");
+        assert_eq!(
+            host.count("SELECT COUNT(*) FROM store_entries WHERE plugin_id = 'hostile-payments'")
+                .await,
+            1,
+            "the receipt was kept"
+        );
+        // The receipt is the one the app's retry finds: the same payment, no new debit.
+        let retry = pay_then_trap(&host, &token, &body, "bill-1").await;
+        assert_eq!(retry.status, 200, "{retry:?}");
+        assert_eq!(retry.body["payment"], payments[0]["id"]);
+        assert_eq!(host.sandbox_balance("alice").await, 100_000 - 250);
+        assert!(hostile_jobs(&host, "pending").await.is_empty());
+
+        // A call that failed before any payment is not run again.
+        let nothing = json!({"fen": 0, "trap_until_s": 0});
+        let refused = pay_then_trap(&host, &token, &nothing, "bill-2").await;
+        assert_eq!(refused.status, 422, "{refused:?}");
+        assert_eq!(
+            host.count("SELECT COUNT(*) FROM jobs WHERE plugin_id = 'hostile-payments'").await,
+            1
+        );
+        host.stop().await;
+    }
+}
+
+async fn pay_then_trap(host: &TestHost, token: &str, body: &Value, key: &str) -> Reply {
+    host.request_with_headers(
+        reqwest::Method::POST,
+        "/v1/scenarios/hostile-payments/pay-then-trap",
+        Some(token),
+        Some(body.to_string().into_bytes()),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+/// `hostile-payments`' jobs with `status`, newest first.
+async fn hostile_jobs(host: &TestHost, status: &str) -> Vec<Value> {
+    let path = format!("/admin/v1/jobs?plugin=hostile-payments&status={status}");
+    let reply = host
+        .request(
+            reqwest::Method::GET,
+            &path,
+            Some(&host.state.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body["jobs"].as_array().expect("jobs").clone()
+}
+
+/// Job `id` once `wanted` holds of it (or a panic after 20 s).
+async fn await_job(host: &TestHost, id: &str, wanted: fn(&Value) -> bool) -> Value {
+    let path = format!("/admin/v1/jobs/{id}");
+    let mut found = Value::Null;
+    for _ in 0..1000 {
+        found = host
+            .request(
+                reqwest::Method::GET,
+                &path,
+                Some(&host.state.admin_token),
+                None,
+            )
+            .await
+            .body;
+        if wanted(&found) {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} never got where the test waits for: {found}");
 }

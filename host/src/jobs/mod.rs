@@ -23,6 +23,24 @@ use crate::{execute_rows, with_conn};
 /// Longest job name.
 pub const NAME_BYTES_MAX: usize = 64;
 
+/// Job names with this prefix are the host's own; a plugin cannot schedule them.
+pub const HOST_PREFIX: &str = "lifecircle.";
+
+/// The host's job that runs a call again through `handle`: one that was answered payments and
+/// then failed (see [`crate::invocation::invoke`]). Its payload is a [`CallAgain`].
+pub const CALL_AGAIN: &str = "lifecircle.call-again";
+
+/// The call a [`CALL_AGAIN`] job runs again, for the job's caller and region.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CallAgain {
+    /// The action.
+    pub action: String,
+    /// The request body, as the client sent it.
+    pub body: String,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
 /// The limits of scheduling, from `[jobs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct JobSettings {
@@ -176,7 +194,7 @@ impl CallJobs {
             return Err(HostFailure("jobs used without a context".into()).into());
         };
         let settings = context.settings;
-        if !is_job_name(&name) {
+        if !is_job_name(&name) || name.starts_with(HOST_PREFIX) {
             return Ok(Err(wit::ScheduleError::InvalidName));
         }
         if payload.len() as u64 > u64::from(settings.payload_bytes_max) {

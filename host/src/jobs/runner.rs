@@ -1,5 +1,6 @@
 //! The job runner: every host polls for due jobs, claims a few with a lease, and runs each
-//! through `job-handler.on-job` like a request, for the caller and region that scheduled it.
+//! through `job-handler.on-job` like a request, for the caller and region that scheduled it
+//! (a [`super::CALL_AGAIN`] job runs its call through `handle` instead).
 //!
 //! A claim is one statement: due `pending` jobs (and `running` ones whose lease ran out, their
 //! host having stopped) become `running` under this host's lease, their attempt counted. On
@@ -275,27 +276,46 @@ async fn run_one(state: &AppState, job: Claimed, owner: Arc<str>) {
         },
         _ => Caller::Scheduler,
     };
-    let request = Request {
-        action: format!("job:{}", job.name),
-        body: job.payload.clone(),
-        caller,
-        region: job.region.clone(),
-        request_id: uuid::Uuid::now_v7().simple().to_string(),
-        idempotency_key: Some(job.id.clone()),
-    };
-    let call = JobCall {
-        id: job.id.clone(),
-        name: job.name.clone(),
-        attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
-        due_at_ms: job.due_at_ms,
-    };
     let lease = super::JobLease {
         id: job.id.clone(),
         owner: owner.clone(),
     };
-    let outcome =
+    let request_id = uuid::Uuid::now_v7().simple().to_string();
+    let outcome = if job.name == super::CALL_AGAIN {
+        let again: super::CallAgain = match serde_json::from_str(&job.payload) {
+            Ok(again) => again,
+            Err(error) => {
+                failed(format!("the call to run again is unreadable: {error}")).await;
+                return;
+            }
+        };
+        let request = Request {
+            action: again.action,
+            body: again.body,
+            caller,
+            region: job.region.clone(),
+            request_id,
+            idempotency_key: again.idempotency_key,
+        };
+        crate::invocation::run_again(state, &deployment, request, customer.as_ref(), lease).await
+    } else {
+        let request = Request {
+            action: format!("job:{}", job.name),
+            body: job.payload.clone(),
+            caller,
+            region: job.region.clone(),
+            request_id,
+            idempotency_key: Some(job.id.clone()),
+        };
+        let call = JobCall {
+            id: job.id.clone(),
+            name: job.name.clone(),
+            attempt: u32::try_from(job.attempts).unwrap_or(u32::MAX),
+            due_at_ms: job.due_at_ms,
+        };
         crate::invocation::run_job(state, &deployment, request, customer.as_ref(), call, lease)
-            .await;
+            .await
+    };
     match outcome {
         Ok(()) => {}
         Err(error) if error.code() == crate::error::ErrorCode::StoreConflict => {

@@ -7,6 +7,8 @@
 //! - Action `far` schedules one job `{"days": n}` days ahead: proves `jobs.ahead_days_max`.
 //! - Action `one` schedules one job an hour ahead, per request: with enough calls, proves
 //!   `jobs.pending_max`.
+//! - Action `named` schedules one job named `{"name": "..."}`: proves that names starting
+//!   with `lifecircle.` are the host's (the host refuses them).
 //!
 //! Its jobs do nothing when they run.
 
@@ -41,6 +43,11 @@ impl Scenario for HostileJobs {
                 )?;
                 Ok(Response::empty())
             }
+            "named" => {
+                let NameBody { name } = request.json()?;
+                jobs::schedule(&name, &(), When::AfterSeconds(3600), request.request_id())?;
+                Ok(Response::empty())
+            }
             "one" => {
                 jobs::schedule("one", &(), When::AfterSeconds(3600), request.request_id())?;
                 Ok(Response::empty())
@@ -70,6 +77,12 @@ fn flood() -> ! {
 #[serde(deny_unknown_fields)]
 struct SizeBody {
     bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
 }
 
 #[derive(Deserialize)]

@@ -18,8 +18,8 @@
 //! again). A debit the bank declines makes a `declined` receipt; one the bank has not answered
 //! waits as `pending` for the same job. No money is lost: every debit ends paid or refunded,
 //! or, after `poll_max` polls, waits for the bank's operators, who are warned in the log. (A
-//! `pay` that fails after its debit other than by a lost race, which the host runs again,
-//! leaves it without a receipt until the app retries with the same key: see the README.)
+//! `pay` that fails after its debit is run again by the host, under the same key, until it
+//! keeps its receipt: see the README.)
 
 use lifecircle_sdk::jobs::{self, When};
 use lifecircle_sdk::outbound::{HttpRequest, HttpResponse, OutboundError};
