@@ -99,22 +99,12 @@ impl Committer {
         writes: WriteSet,
         record: InvocationRecord,
     ) -> Result<(), CommitError> {
-        let (done, answer) = oneshot::channel();
-        self.sender
-            .send(Commit {
-                writes,
-                record: Some(record),
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| CommitError::Unavailable)?;
-        answer.await.unwrap_or(Err(CommitError::Unavailable))
+        self.commit_and_wait(writes, Some(record)).await
     }
 
     /// Commits `job`, scheduled by the host rather than by a call, and waits until it is on
     /// disk. It does not count against its plugin's limit of pending jobs.
-    pub async fn commit_jobs(&self, job: NewJob) -> Result<(), CommitError> {
-        let (done, answer) = oneshot::channel();
+    pub async fn commit_host_job(&self, job: NewJob) -> Result<(), CommitError> {
         let writes = WriteSet {
             jobs: JobWrites {
                 new: vec![job],
@@ -123,15 +113,7 @@ impl Committer {
             },
             ..WriteSet::default()
         };
-        self.sender
-            .send(Commit {
-                writes,
-                record: None,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| CommitError::Unavailable)?;
-        answer.await.unwrap_or(Err(CommitError::Unavailable))
+        self.commit_and_wait(writes, None).await
     }
 
     /// Queues `record` of a call that wrote nothing, without waiting for the disk.
@@ -149,14 +131,22 @@ impl Committer {
     /// Waits until everything queued before this call is on disk (used at shutdown, so
     /// queued invocation records are not lost).
     pub async fn flush(&self) -> Result<(), CommitError> {
+        self.commit_and_wait(WriteSet::default(), None).await
+    }
+
+    /// Queues `writes` (and `record`) and waits until their batch is on disk.
+    async fn commit_and_wait(
+        &self,
+        writes: WriteSet,
+        record: Option<InvocationRecord>,
+    ) -> Result<(), CommitError> {
         let (done, answer) = oneshot::channel();
-        let marker = Commit {
-            writes: WriteSet::default(),
-            record: None,
-            done: Some(done),
-        };
         self.sender
-            .send(marker)
+            .send(Commit {
+                writes,
+                record,
+                done: Some(done),
+            })
             .await
             .map_err(|_| CommitError::Unavailable)?;
         answer.await.unwrap_or(Err(CommitError::Unavailable))

@@ -131,7 +131,7 @@ async fn call_again_later(
         scheduled_by: call.request_id.clone(),
     };
     let id = job.id.clone();
-    match state.committer.commit_jobs(job).await {
+    match state.committer.commit_host_job(job).await {
         Ok(()) => tracing::warn!(
             plugin = %plugin_id,
             request_id = %call.request_id,

@@ -248,14 +248,8 @@ on_each_backend! {
 }
 
 async fn pay_then_trap(host: &TestHost, token: &str, body: &Value, key: &str) -> Reply {
-    host.request_with_headers(
-        reqwest::Method::POST,
-        "/v1/scenarios/hostile-payments/pay-then-trap",
-        Some(token),
-        Some(body.to_string().into_bytes()),
-        &[("idempotency-key", key)],
-    )
-    .await
+    let path = "/v1/scenarios/hostile-payments/pay-then-trap";
+    host.post_keyed(path, token, body.clone(), key).await
 }
 
 /// `hostile-payments`' jobs with `status`, newest first.
