@@ -133,7 +133,11 @@ async fn postgres_rows(
     let separator = if url.contains('?') { '&' } else { '?' };
     config.database_url = Some(format!("{url}{separator}options[search_path]={schema}"));
     let state = build(config).await?;
-    let on_postgres = ledger_case(&state, connections, duration).await?;
+    let on_postgres = Measured {
+        // The server process writes PostgreSQL's log and tables, not this one.
+        disk_kb_per_call: None,
+        ..ledger_case(&state, connections, duration).await?
+    };
     on_postgres.print("lifecircle on PostgreSQL");
     match pgbench(url, connections, duration).await {
         Ok((tps, latency_ms)) => {
@@ -620,6 +624,9 @@ struct Measured {
     /// CPU time of the whole process (host and in-process load generator alike) per call,
     /// where the operating system reports it.
     cpu_us_per_call: Option<f64>,
+    /// Bytes the process sent to storage per call (the WAL, and the pages checkpointed from
+    /// it into the database file), where the operating system reports it.
+    disk_kb_per_call: Option<f64>,
     /// What the host's commit writer did meanwhile; `None` for a server without one.
     writer: Option<WriterShare>,
 }
@@ -655,6 +662,9 @@ impl Measured {
         let cpu = self
             .cpu_us_per_call
             .map_or_else(|| "-".to_owned(), |cpu| format!("{cpu:.0}"));
+        let disk = self
+            .disk_kb_per_call
+            .map_or_else(|| "-".to_owned(), |kb| format!("{kb:.1}"));
         let (busy, writer_us, per_batch) = self.writer.as_ref().map_or_else(
             || ("-".to_owned(), "-".to_owned(), "-".to_owned()),
             |w| {
@@ -666,7 +676,7 @@ impl Measured {
             },
         );
         println!(
-            "{label:>34} {:>12.0} {:>10.1} {:>10.1} {cpu:>12} {busy:>12} {writer_us:>15} {per_batch:>12}",
+            "{label:>34} {:>12.0} {:>10.1} {:>10.1} {cpu:>12} {disk:>13} {busy:>12} {writer_us:>15} {per_batch:>12}",
             self.rate, self.p50_us, self.p99_us
         );
     }
@@ -675,12 +685,46 @@ impl Measured {
 /// Prints the header of a table of [`Measured`] rows.
 fn print_header(first: &str, rate: &str) {
     println!(
-        "{first:>34} {rate:>12} {:>10} {:>10} {:>12} {:>12} {:>15} {:>12}",
-        "p50 µs", "p99 µs", "CPU µs/call", "writer busy", "writer µs/call", "calls/batch"
+        "{first:>34} {rate:>12} {:>10} {:>10} {:>12} {:>13} {:>12} {:>15} {:>12}",
+        "p50 µs",
+        "p99 µs",
+        "CPU µs/call",
+        "disk KB/call",
+        "writer busy",
+        "writer µs/call",
+        "calls/batch"
     );
 }
 
-/// CPU time this process has used so far, all threads (Linux's `/proc/self/stat`).
+/// What this process has used so far, where the operating system reports it (Linux's
+/// `/proc/self`): CPU time of all threads, and bytes sent to storage.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    cpu: Option<Duration>,
+    disk_bytes: Option<u64>,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        Usage {
+            cpu: process_cpu(),
+            disk_bytes: process_disk_bytes(),
+        }
+    }
+
+    /// What was used between `before` and this.
+    fn since(self, before: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.zip(before.cpu).map(|(a, b)| a.saturating_sub(b)),
+            disk_bytes: self
+                .disk_bytes
+                .zip(before.disk_bytes)
+                .map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
+}
+
+/// CPU time this process has used so far, all threads (`/proc/self/stat`).
 fn process_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The fields after the command name (which may hold spaces) in parentheses; user and
@@ -691,7 +735,18 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((user + system) * 10))
 }
 
-fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, cpu: Option<Duration>) -> Measured {
+/// Bytes this process has caused to be sent to storage so far (`write_bytes` of
+/// `/proc/self/io`: written to the page cache for a file, whether or not synced yet).
+fn process_disk_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, used: Usage) -> Measured {
     latencies_ns.sort_unstable();
     let percentile = |p: f64| {
         if latencies_ns.is_empty() {
@@ -704,9 +759,14 @@ fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, cpu: Option<Duration
         rate: latencies_ns.len() as f64 / elapsed.as_secs_f64(),
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
-        cpu_us_per_call: cpu
+        cpu_us_per_call: used
+            .cpu
             .filter(|_| !latencies_ns.is_empty())
             .map(|cpu| cpu.as_secs_f64() * 1e6 / latencies_ns.len() as f64),
+        disk_kb_per_call: used
+            .disk_bytes
+            .filter(|_| !latencies_ns.is_empty())
+            .map(|bytes| bytes as f64 / 1024.0 / latencies_ns.len() as f64),
         writer: None,
     }
 }
@@ -799,7 +859,7 @@ fn engine_case(state: &AppState, threads: usize, duration: Duration) -> Measured
         all.extend(latencies);
         elapsed = elapsed.max(took);
     }
-    summarize(all, elapsed, None)
+    summarize(all, elapsed, Usage::default())
 }
 
 /// Builds request `n` of connection `connection`.
@@ -865,29 +925,27 @@ async fn http_case(
             anyhow::Ok(latencies)
         }));
     }
-    // The process's CPU time and the writer's work over the measured window (after the
+    // What the process used and the writer did over the measured window (after the
     // warm-up).
     let window = tokio::spawn(async move {
         let writer = || metrics.as_ref().map(|m| m.commit.totals());
         tokio::time::sleep_until(begin.into()).await;
-        let (cpu_before, writer_before) = (process_cpu(), writer());
+        let (used_before, writer_before) = (Usage::now(), writer());
         tokio::time::sleep_until(end.into()).await;
-        let cpu = process_cpu()
-            .zip(cpu_before)
-            .map(|(a, b)| a.saturating_sub(b));
+        let used = Usage::now().since(used_before);
         let share = writer()
             .zip(writer_before)
             .and_then(|(after, before)| WriterShare::between(before, after, duration));
-        (cpu, share)
+        (used, share)
     });
     let mut all = Vec::new();
     for task in tasks {
         all.extend(task.await??);
     }
-    let (cpu, writer) = window.await?;
+    let (used, writer) = window.await?;
     Ok(Measured {
         writer,
-        ..summarize(all, duration, cpu)
+        ..summarize(all, duration, used)
     })
 }
 
@@ -957,4 +1015,32 @@ fn mint_tokens(
         .collect::<Option<_>>()
         .context(NO_SECRET)?;
     Ok(Arc::new(tokens))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_disk_column_counts_what_the_process_writes_to_a_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let before = Usage::now();
+        let megabyte = vec![7u8; 1 << 20];
+        let mut file = std::fs::File::create(dir.path().join("written")).expect("a file");
+        std::io::Write::write_all(&mut file, &megabyte).expect("the write");
+        file.sync_all().expect("the sync");
+        let used = Usage::now().since(before);
+        let written = used.disk_bytes.expect("Linux reports write_bytes");
+        assert!(
+            written >= 1 << 20,
+            "only {written} bytes counted after writing 1 MiB"
+        );
+        let measured = summarize(vec![1_000; 4], Duration::from_secs(1), used);
+        let per_call = measured.disk_kb_per_call.expect("a figure per call");
+        assert!(
+            per_call >= 256.0,
+            "{per_call} KB per call for 1 MiB over 4 calls"
+        );
+    }
 }
