@@ -755,18 +755,14 @@ fn summarize(mut latencies_ns: Vec<u64>, elapsed: Duration, used: Usage) -> Meas
         let index = ((latencies_ns.len() as f64 - 1.0) * p).round() as usize;
         latencies_ns[index] as f64 / 1000.0
     };
+    let calls = latencies_ns.len();
+    let per_call = |total: Option<f64>| total.filter(|_| calls > 0).map(|t| t / calls as f64);
     Measured {
-        rate: latencies_ns.len() as f64 / elapsed.as_secs_f64(),
+        rate: calls as f64 / elapsed.as_secs_f64(),
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
-        cpu_us_per_call: used
-            .cpu
-            .filter(|_| !latencies_ns.is_empty())
-            .map(|cpu| cpu.as_secs_f64() * 1e6 / latencies_ns.len() as f64),
-        disk_kb_per_call: used
-            .disk_bytes
-            .filter(|_| !latencies_ns.is_empty())
-            .map(|bytes| bytes as f64 / 1024.0 / latencies_ns.len() as f64),
+        cpu_us_per_call: per_call(used.cpu.map(|cpu| cpu.as_secs_f64() * 1e6)),
+        disk_kb_per_call: per_call(used.disk_bytes.map(|bytes| bytes as f64 / 1024.0)),
         writer: None,
     }
 }
